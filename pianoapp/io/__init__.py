@@ -1,0 +1,1 @@
+"""Reading, validating, writing, rendering and transcribing music files."""

@@ -1,0 +1,181 @@
+"""MIDI and MusicXML in, MIDI out. Everything symbolic becomes a validated `pretty_midi.PrettyMIDI`.
+
+`piano_notes` is the one place that turns a file's tracks into a single piano part: drums dropped,
+every program treated as piano, the sustain pedal folded into note lengths.
+"""
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+
+from pianoapp import constants
+from pianoapp.errors import brief, CorruptFileError, EmptyMidiError
+from pianoapp.io.files import check_duration, check_file, file_kind
+
+MIDI_MAGIC = b"MThd"
+MAX_NOTES = 200_000  # beyond this a file is either not music or not something we can show
+
+
+def read_midi(
+    path: str | os.PathLike, *, max_bytes: int | None = None, max_seconds: float | None = None
+) -> pretty_midi.PrettyMIDI:
+    """Read a MIDI or MusicXML file, validated: not empty, not corrupt, has piano-playable notes.
+
+    `max_seconds=float('inf')` turns the duration cap off (for corpora); `None` uses the default cap.
+    """
+    path = check_file(path, max_bytes=max_bytes)
+    kind = file_kind(path)
+    if kind == "audio":
+        raise CorruptFileError(f"{path.name} is audio, not a score; use it where recordings are accepted.")
+    pm = _read_score(path) if kind == "score" else _read_midi_file(path)
+    validate(pm, path.name, max_seconds=max_seconds)
+    return pm
+
+
+def _read_midi_file(path: Path) -> pretty_midi.PrettyMIDI:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != MIDI_MAGIC:
+        raise CorruptFileError(f"{path.name} is not a MIDI file (its header is not 'MThd').")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pretty_midi warns on harmless oddities (type-0 tempo events)
+            return pretty_midi.PrettyMIDI(str(path))
+    except Exception as err:  # mido raises many types for malformed files
+        raise CorruptFileError(f"{path.name} is a damaged MIDI file and cannot be read ({brief(err)}).") from err
+
+
+def _read_score(path: Path) -> pretty_midi.PrettyMIDI:
+    import music21  # slow import, only when a score arrives
+
+    try:
+        score = music21.converter.parse(str(path))
+        if isinstance(score, music21.stream.Opus):  # ABC books hold many tunes: take the first
+            score = score.scores[0] if score.scores else score
+        midi_file = music21.midi.translate.music21ObjectToMidiFile(score)
+        data = midi_file.writestr()
+    except Exception as err:  # music21 raises many types for malformed scores
+        raise CorruptFileError(f"{path.name} is not a readable score ({brief(err)}).") from err
+    try:
+        return pretty_midi.PrettyMIDI(io.BytesIO(data))
+    except Exception as err:
+        raise CorruptFileError(f"{path.name} could not be converted to MIDI ({brief(err)}).") from err
+
+
+def validate(pm: pretty_midi.PrettyMIDI, name: str, *, max_seconds: float | None = None) -> None:
+    notes = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes]
+    if not notes:
+        drums = any(inst.is_drum and inst.notes for inst in pm.instruments)
+        detail = "only drums" if drums else "no notes"
+        raise EmptyMidiError(f"{name} has {detail}; there is nothing a piano could play.")
+    if len(notes) > MAX_NOTES:
+        raise CorruptFileError(f"{name} has {len(notes):,} notes, more than the {MAX_NOTES:,} we accept.")
+    end = max(n.end for n in notes)
+    if not np.isfinite(end):
+        raise CorruptFileError(f"{name} has notes at impossible times (a broken tempo map).")
+    check_duration(name, end, max_seconds=max_seconds)
+
+
+def sustain_intervals(inst: pretty_midi.Instrument, end_time: float) -> list[tuple[float, float]]:
+    """(down, up) times of the sustain pedal in one track."""
+    intervals, down_at = [], None
+    for cc in sorted(inst.control_changes, key=lambda c: c.time):
+        if cc.number != constants.SUSTAIN_CC:
+            continue
+        down = cc.value >= constants.SUSTAIN_THRESHOLD
+        if down and down_at is None:
+            down_at = cc.time
+        elif not down and down_at is not None:
+            intervals.append((down_at, cc.time))
+            down_at = None
+    if down_at is not None:
+        intervals.append((down_at, max(end_time, down_at)))
+    return intervals
+
+
+def fold_sustain(notes: list[pretty_midi.Note], pedal: list[tuple[float, float]]) -> list[pretty_midi.Note]:
+    """Lengthen each note released while the pedal is down to the pedal release, as a piano sounds it.
+
+    A note is cut where the same key is struck again, since the new strike damps the old string.
+    """
+    if not pedal:
+        return [pretty_midi.Note(n.velocity, n.pitch, n.start, n.end) for n in notes]
+    downs = np.array([d for d, _ in pedal])
+    ups = np.array([u for _, u in pedal])
+    out = []
+    for n in notes:
+        end = n.end
+        i = np.searchsorted(downs, n.end, side="right") - 1
+        if i >= 0 and downs[i] <= n.end < ups[i]:
+            end = ups[i]
+        out.append(pretty_midi.Note(n.velocity, n.pitch, n.start, end))
+    # Re-strikes damp: cut a lengthened note at the next onset of the same pitch.
+    by_pitch: dict[int, list[pretty_midi.Note]] = {}
+    for n in sorted(out, key=lambda n: (n.start, n.pitch)):
+        by_pitch.setdefault(n.pitch, []).append(n)
+    for same in by_pitch.values():
+        for a, b in zip(same, same[1:]):
+            if a.end > b.start:
+                a.end = max(b.start, a.start)
+    return out
+
+
+def piano_notes(pm: pretty_midi.PrettyMIDI, *, fold_pedal: bool = True) -> list[pretty_midi.Note]:
+    """All non-drum notes of every track as one piano part, sorted by (start, pitch), pedal folded in.
+
+    Pitches outside the piano's 88 keys are moved by octaves into range.
+    """
+    end_time = pm.get_end_time()
+    notes: list[pretty_midi.Note] = []
+    for inst in pm.instruments:
+        if inst.is_drum:
+            continue
+        pedal = sustain_intervals(inst, end_time) if fold_pedal else []
+        notes.extend(fold_sustain(inst.notes, pedal))
+    for n in notes:
+        n.pitch = fold_into_piano_range(n.pitch)
+        n.end = max(n.end, n.start)
+    notes.sort(key=lambda n: (n.start, n.pitch, n.end))
+    return notes
+
+
+def fold_into_piano_range(pitch: int) -> int:
+    while pitch < constants.PIANO_PITCH_MIN:
+        pitch += 12
+    while pitch > constants.PIANO_PITCH_MAX:
+        pitch -= 12
+    return pitch
+
+
+def notes_to_midi(
+    tracks: dict[str, list[pretty_midi.Note]] | list[pretty_midi.Note], *, tempo: float = 120.0
+) -> pretty_midi.PrettyMIDI:
+    """A piano MIDI from notes; a dict gives one named piano track per entry (e.g. melody, accompaniment)."""
+    if not isinstance(tracks, dict):
+        tracks = {"Piano": tracks}
+    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    for name, notes in tracks.items():
+        inst = pretty_midi.Instrument(program=0, name=name)
+        inst.notes = [pretty_midi.Note(int(n.velocity), int(n.pitch), float(n.start), float(n.end)) for n in notes]
+        pm.instruments.append(inst)
+    return pm
+
+
+def write_midi(pm: pretty_midi.PrettyMIDI, path: str | os.PathLike) -> Path:
+    """Write atomically, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".mid", dir=path.parent)
+    os.close(fd)
+    try:
+        pm.write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
