@@ -1,0 +1,159 @@
+"""`pianoapp`: the command-line front door. Mirrors the services; heavy imports happen after parsing.
+
+Contract (../shared/DESIGN.md): `--json` prints one JSON document on stdout and nothing else;
+logs and errors go to stderr; exit 2 for bad input, 1 for other failures.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+
+from pianoapp.errors import BadInputError, PianoappError
+
+CAPABILITY_OF = {"search": "search", "match": "match", "continue": "continue", "arrange": "arrange",
+                 "explore": "explore", "index": "search"}
+RECIPES = ("matcher", "bind", "lm", "arranger")
+EVALS = ("matcher", "search", "lm", "arranger")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pianoapp", description="Piano music across audio, MIDI and text.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = sub.add_parser("index", help="build or extend a search/match index").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    build = index.add_parser("build", help="index MIDI/MusicXML/audio files or folders")
+    build.add_argument("paths", nargs="+", metavar="PATH")
+    build.add_argument("--out", required=True, metavar="DIR")
+    add = index.add_parser("add", help="add files to an existing index (never loses items)")
+    add.add_argument("paths", nargs="+", metavar="PATH")
+    add.add_argument("--index", required=True, metavar="DIR")
+
+    search = sub.add_parser("search", help="find pieces by a text description")
+    search.add_argument("text", metavar="TEXT")
+    _index_opts(search)
+
+    match = sub.add_parser("match", help="find the MIDI for a recording or the recordings for a MIDI")
+    match.add_argument("file", metavar="FILE")
+    _index_opts(match)
+
+    cont = sub.add_parser("continue", help="continue a MIDI prompt or a recording")
+    cont.add_argument("prompt", metavar="PROMPT")
+    cont.add_argument("--seconds", type=float, default=15.0)
+    cont.add_argument("--seed", type=int, default=0)
+    cont.add_argument("--out", required=True, metavar="OUT.mid")
+    cont.add_argument("--temperature", type=float, default=0.98)
+    cont.add_argument("--top-p", type=float, default=1.0)
+    cont.add_argument("--min-p", type=float, default=0.035)
+
+    arr = sub.add_parser("arrange", help="arrange a lead sheet in the style of a reference recording")
+    arr.add_argument("leadsheet", metavar="LEADSHEET")
+    arr.add_argument("--reference", metavar="AUDIO")
+    arr.add_argument("--seed", type=int, default=0)
+    arr.add_argument("--out", required=True, metavar="OUT.mid")
+
+    exp = sub.add_parser("explore", help="UMAP of an index or CKA between encoder layers, as HTML")
+    exp.add_argument("view", choices=("umap", "cka"))
+    exp.add_argument("--index", metavar="DIR")
+    exp.add_argument("--out", metavar="FILE.html")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--json", action="store_true")
+
+    train = sub.add_parser("train", help="train a model; re-running the same command resumes")
+    train.add_argument("recipe", choices=RECIPES)
+    train.add_argument("--config", default="tiny", help="named config: tiny, small or base")
+    train.add_argument("--data", metavar="DIR", help="training data (default ../shared/data)")
+    train.add_argument("--out", metavar="DIR", help="model folder to write (default models/<recipe>-<config>)")
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override a training-config field, e.g. --set max_steps=200 (repeatable)")
+
+    ev = sub.add_parser("eval", help="evaluate a model on the held-out split")
+    ev.add_argument("target", choices=EVALS)
+    ev.add_argument("--model", metavar="DIR", help="model folder (default: the shipped one)")
+    ev.add_argument("--data", metavar="DIR")
+    ev.add_argument("--split", default="test", choices=("val", "test"))
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", action="store_true")
+
+    ren = sub.add_parser("render", help="render a MIDI/MusicXML file to audio with FluidSynth")
+    ren.add_argument("file", metavar="FILE")
+    ren.add_argument("--out", required=True, metavar="OUT.wav")
+    ren.add_argument("--soundfont", help="installed soundfont name or .sf2/.sf3 path")
+
+    tr = sub.add_parser("transcribe", help="transcribe a piano recording to MIDI (basic-pitch)")
+    tr.add_argument("file", metavar="AUDIO")
+    tr.add_argument("--out", required=True, metavar="OUT.mid")
+    return p
+
+
+def _index_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", metavar="DIR", help="index folder (default: the built-in demo index)")
+    p.add_argument("-k", type=int, default=10, help="number of results")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or not field:
+            raise BadInputError(f"--set expects FIELD=VALUE, got '{pair}'.")
+        out[field.strip()] = value.strip()
+    return out
+
+
+def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
+    from pianoapp.services import availability
+
+    if args.command in CAPABILITY_OF:
+        availability.require(CAPABILITY_OF[args.command])
+    if args.command == "render":
+        from pianoapp.services.convert import render_file
+
+        print(f"wrote {render_file(args.file, args.out, soundfont=args.soundfont)}", file=sys.stderr)
+        return 0
+    if args.command == "transcribe":
+        from pianoapp.services.convert import transcribe_file
+
+        print(f"wrote {transcribe_file(args.file, args.out)}", file=sys.stderr)
+        return 0
+    if args.command == "train":
+        from pianoapp.train import run
+
+        model_dir = run(args.recipe, args.config, data_dir=args.data, out_dir=args.out,
+                        overrides=_parse_overrides(args.set), command="pianoapp " + shlex.join(argv))
+        print(f"wrote {model_dir}", file=sys.stderr)
+        return 0
+    if args.command == "eval":
+        from pianoapp.services.evaluation import evaluate
+
+        report = evaluate(args.target, model_dir=args.model, data_dir=args.data, split=args.split,
+                          seed=args.seed)
+        print(json.dumps(report, indent=None if args.json else 2))
+        return 0
+    raise PianoappError(f"`pianoapp {args.command}` is not available yet.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args, argv)
+    except PianoappError as err:
+        print(f"pianoapp: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("pianoapp: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: one line for the user, the traceback only on request
+        if os.environ.get("PIANOAPP_DEBUG"):
+            raise
+        print(f"pianoapp: internal error ({type(err).__name__}: {err}); rerun with PIANOAPP_DEBUG=1 "
+              "for details and report it.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Which capabilities have the checkpoints they need, and the plain sentence to show when one does not."""
+
+from dataclasses import dataclass
+
+from pianoapp import constants
+from pianoapp.errors import NotAvailableError
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    title: str
+    models: tuple[str, ...]  # folders under models/ that must hold a model.safetensors
+    issue: str  # what is being built, for the "not available yet" sentence
+
+
+CAPABILITIES = {
+    c.name: c
+    for c in (
+        Capability("search", "Text search", ("bind",), "the text–audio–MIDI search model"),
+        Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher"),
+        Capability("continue", "Continuation", ("lm-small",), "the piano language model"),
+        Capability("arrange", "Arrangement", ("lm-small", "arranger"), "the style-reference arranger"),
+        Capability("explore", "Explore", ("matcher", "bind"), "the encoders whose embeddings Explore plots"),
+    )
+}
+
+
+def missing_reason(name: str) -> str | None:
+    """None when the capability can run; otherwise one sentence saying why not."""
+    cap = CAPABILITIES[name]
+    missing = [m for m in cap.models if not (constants.MODELS_DIR / m / "model.safetensors").is_file()]
+    if not missing:
+        return None
+    return (
+        f"{cap.title} is not available yet: {cap.issue} has not been trained and shipped "
+        f"(missing models/{', models/'.join(missing)})."
+    )
+
+
+def require(name: str) -> None:
+    reason = missing_reason(name)
+    if reason:
+        raise NotAvailableError(reason)

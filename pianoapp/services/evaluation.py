@@ -1,0 +1,27 @@
+"""`pianoapp eval TARGET`: the held-out evaluation of each shipped model, as a JSON-ready dict."""
+
+from pathlib import Path
+
+from pianoapp import constants
+from pianoapp.errors import BadInputError, NotAvailableError
+
+DEFAULT_MODEL = {"lm": "lm-small", "matcher": "matcher", "search": "bind", "arranger": "arranger"}
+
+
+def evaluate(
+    target: str, *, model_dir: str | Path | None = None, data_dir: str | Path | None = None,
+    split: str = "test", seed: int = 0,
+) -> dict:
+    model_dir = Path(model_dir) if model_dir else constants.MODELS_DIR / DEFAULT_MODEL[target]
+    if not (model_dir / "model.safetensors").is_file():
+        if model_dir.exists() or target == "lm":
+            raise BadInputError(f"{model_dir} holds no model.safetensors; train one with `pianoapp train`.")
+        raise NotAvailableError(f"Evaluating the {target} is not available yet: no trained model at {model_dir}.")
+    data_dir = Path(data_dir) if data_dir else constants.DEFAULT_DATA_DIR
+    if not data_dir.is_dir():
+        raise BadInputError(f"Data folder {data_dir} does not exist; pass --data DIR.")
+    if target == "lm":
+        from pianoapp.evaluate.lm import evaluate_lm
+
+        return evaluate_lm(model_dir, data_dir=data_dir, split=split, seed=seed)
+    raise NotAvailableError(f"Evaluating the {target} is not available yet.")
