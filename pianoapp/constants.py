@@ -10,6 +10,9 @@ PIANO_PITCH_MIN = 21  # A0
 PIANO_PITCH_MAX = 108  # C8
 SUSTAIN_CC = 64
 SUSTAIN_THRESHOLD = 64  # CC64 value at or above which the pedal counts as down
+# A held pedal lengthens a note at most to this: a piano string has decayed to near silence by then,
+# and POP909 holds the pedal through whole songs.
+SUSTAIN_MAX_RING_S = 10.0
 
 # Input caps (defaults; overridable through environment variables of the same name)
 MAX_UPLOAD_MB = 50.0

@@ -101,7 +101,8 @@ def sustain_intervals(inst: pretty_midi.Instrument, end_time: float) -> list[tup
 def fold_sustain(notes: list[pretty_midi.Note], pedal: list[tuple[float, float]]) -> list[pretty_midi.Note]:
     """Lengthen each note released while the pedal is down to the pedal release, as a piano sounds it.
 
-    A note is cut where the same key is struck again, since the new strike damps the old string.
+    A note is cut where the same key is struck again, since the new strike damps the old string, and
+    rings at most `SUSTAIN_MAX_RING_S` from its onset.
     """
     if not pedal:
         return [pretty_midi.Note(n.velocity, n.pitch, n.start, n.end) for n in notes]
@@ -112,7 +113,7 @@ def fold_sustain(notes: list[pretty_midi.Note], pedal: list[tuple[float, float]]
         end = n.end
         i = np.searchsorted(downs, n.end, side="right") - 1
         if i >= 0 and downs[i] <= n.end < ups[i]:
-            end = ups[i]
+            end = max(n.end, min(ups[i], n.start + constants.SUSTAIN_MAX_RING_S))
         out.append(pretty_midi.Note(n.velocity, n.pitch, n.start, end))
     # Re-strikes damp: cut a lengthened note at the next onset of the same pitch.
     by_pitch: dict[int, list[pretty_midi.Note]] = {}

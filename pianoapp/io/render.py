@@ -5,6 +5,7 @@ One synthesizer per (soundfont, rate) is kept, because loading a 140 MB soundfon
 rendering a minute of music.
 """
 
+import ctypes
 import functools
 import os
 import threading
@@ -24,6 +25,7 @@ SOUNDFONT_CANDIDATES = {
 }
 RELEASE_TAIL_S = 1.0  # rendered after the last note-off so the final chord can ring out
 PIANO_CHANNELS = [c for c in range(16) if c != 9]  # channel 10 is drums in General MIDI
+BLOCK = 64  # FluidSynth synthesises in blocks of this many frames (FLUID_BUFSIZE)
 
 
 def list_soundfonts() -> dict[str, Path]:
@@ -74,7 +76,12 @@ def _fluidsynth():
 
 
 class _Synth:
-    """One loaded soundfont; renders one piece at a time."""
+    """One loaded soundfont; renders one piece at a time, the same way every time.
+
+    Two things would make renders differ: pyfluidsynth's 16-bit output is dithered from a running
+    noise table, so we read floats instead; and FluidSynth keeps its place inside a 64-frame block
+    across calls, so each render starts on a block boundary.
+    """
 
     def __init__(self, soundfont: Path, sr: int):
         fluidsynth = _fluidsynth()
@@ -84,18 +91,35 @@ class _Synth:
         self.sfid = self.synth.sfload(str(soundfont))
         if self.sfid < 0:
             raise MissingBackendError(f"FluidSynth could not load the soundfont {soundfont}.")
+        p = ctypes.c_void_p
+        self._write_float = fluidsynth.cfunc(
+            "fluid_synth_write_float", ctypes.c_int, ("synth", p, 1), ("len", ctypes.c_int, 1),
+            ("lout", p, 1), ("loff", ctypes.c_int, 1), ("lincr", ctypes.c_int, 1),
+            ("rout", p, 1), ("roff", ctypes.c_int, 1), ("rincr", ctypes.c_int, 1),
+        )
+        self.frames = 0  # frames synthesised so far, to find the block boundary
+
+    def _samples(self, n: int) -> np.ndarray:
+        """The next n frames, mixed to mono."""
+        stereo = np.zeros(2 * n, np.float32)
+        ptr = stereo.ctypes.data
+        self._write_float(self.synth.synth, n, ptr, 0, 2, ptr, 1, 2)
+        self.frames += n
+        return stereo.reshape(-1, 2).mean(axis=1)
 
     def render(self, events: list[tuple[float, int, int, int, int]], end_s: float) -> np.ndarray:
         with self.lock:
             s = self.synth
             s.system_reset()
+            if self.frames % BLOCK:
+                self._samples(BLOCK - self.frames % BLOCK)
             for ch in PIANO_CHANNELS:
                 s.program_select(ch, self.sfid, 0, 0)
             chunks, cursor = [], 0
             for t, kind, ch, a, b in events:
                 frame = int(round(t * self.sr))
                 if frame > cursor:
-                    chunks.append(s.get_samples(frame - cursor))
+                    chunks.append(self._samples(frame - cursor))
                     cursor = frame
                 if kind == 0:
                     s.noteoff(ch, a)
@@ -105,9 +129,8 @@ class _Synth:
                     s.noteon(ch, a, b)
             total = int(round(end_s * self.sr))
             if total > cursor:
-                chunks.append(s.get_samples(total - cursor))
-        stereo = np.concatenate(chunks).astype(np.float32) / 32768.0 if chunks else np.zeros(2, np.float32)
-        return stereo.reshape(-1, 2).mean(axis=1)
+                chunks.append(self._samples(total - cursor))
+        return np.concatenate(chunks) if chunks else np.zeros(1, np.float32)
 
 
 @functools.lru_cache(maxsize=4)

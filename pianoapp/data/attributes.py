@@ -1,0 +1,138 @@
+"""Musical attributes computed from notes alone: key and mode, tempo, density, register, dynamics, texture.
+
+They feed captions and search metadata, so they are cheap (numpy, no score parsing) and coarse:
+each numeric value comes with a word a caption can use.
+"""
+
+import numpy as np
+import pretty_midi
+
+# Krumhansl–Kessler key profiles (probe-tone ratings), tonic first.
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+# The spelling each key is usually written in.
+MAJOR_TONICS = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MINOR_TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+
+ONSET_FPS = 100  # onset envelope rate for the tempo estimate
+CHORD_TOLERANCE_S = 0.03  # onsets closer than this count as one attack
+
+# Word thresholds: (upper bound, word), checked in order.
+TEMPO_WORDS = ((76.0, "slow"), (120.0, "moderate"), (float("inf"), "fast"))
+DENSITY_WORDS = ((3.0, "sparse"), (8.0, "moderate"), (float("inf"), "dense"))
+REGISTER_WORDS = ((55.0, "low"), (72.0, "middle"), (float("inf"), "high"))  # mean MIDI pitch; G3, C5
+DYNAMICS_WORDS = ((56.0, "soft"), (84.0, "medium"), (float("inf"), "loud"))  # mean velocity
+
+
+def note_attributes(notes: list[pretty_midi.Note]) -> dict:
+    """Attributes of a piece (or a segment) from its piano notes; see the module docstring.
+
+    `dynamics` is "unmarked" when every note has the same velocity (most scores), since the mean
+    velocity then says nothing about how loud the music is.
+    """
+    if not notes:
+        raise ValueError("note_attributes needs at least one note")
+    starts = np.array([n.start for n in notes])
+    ends = np.maximum(np.array([n.end for n in notes]), starts)
+    pitches = np.array([n.pitch for n in notes])
+    velocities = np.array([n.velocity for n in notes], dtype=float)
+
+    tonic, mode, key_strength = estimate_key(pitches, ends - starts)
+    tempo = estimate_tempo(starts)
+    span = max(float(ends.max() - starts.min()), 1e-3)
+    polyphony = mean_polyphony(starts, ends)
+    mean_pitch = float(pitches.mean())
+    mean_velocity = float(velocities.mean())
+    flat_dynamics = velocities.min() == velocities.max()
+    return {
+        "key": f"{tonic} {mode}",
+        "mode": mode,
+        "key_strength": key_strength,
+        "tempo_bpm": tempo,
+        "tempo": word(tempo, TEMPO_WORDS),
+        "duration_s": float(ends.max()),
+        "n_notes": len(notes),
+        "density": len(notes) / span,
+        "density_word": word(len(notes) / span, DENSITY_WORDS),
+        "mean_pitch": mean_pitch,
+        "register": word(mean_pitch, REGISTER_WORDS),
+        "pitch_min": int(pitches.min()),
+        "pitch_max": int(pitches.max()),
+        "pitch_range": int(pitches.max() - pitches.min()),
+        "mean_velocity": mean_velocity,
+        "dynamics": "unmarked" if flat_dynamics else word(mean_velocity, DYNAMICS_WORDS),
+        "polyphony": polyphony,
+        "texture": texture(polyphony, starts),
+    }
+
+
+def word(value: float, bands: tuple[tuple[float, str], ...]) -> str:
+    return next(name for upper, name in bands if value < upper)
+
+
+def estimate_key(pitches: np.ndarray, durations: np.ndarray) -> tuple[str, str, float]:
+    """Krumhansl–Schmuckler: the key whose profile best correlates with the duration-weighted pitch classes.
+
+    Returns (tonic, "major"|"minor", correlation). Durations are capped at 2 s so a held pedal
+    chord does not outweigh the melody.
+    """
+    histogram = np.bincount(pitches % 12, weights=np.minimum(durations, 2.0) + 1e-3, minlength=12)
+    best = (-2.0, 0, "major")
+    for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
+        for tonic in range(12):
+            r = float(np.corrcoef(histogram, np.roll(profile, tonic))[0, 1])
+            if r > best[0]:
+                best = (r, tonic, mode)
+    r, tonic, mode = best
+    names = MAJOR_TONICS if mode == "major" else MINOR_TONICS
+    return names[tonic], mode, r
+
+
+def estimate_tempo(onsets: np.ndarray, *, lo_bpm: float = 40.0, hi_bpm: float = 220.0) -> float:
+    """Beats per minute from note onsets: the autocorrelation peak of an onset envelope.
+
+    A log-normal prior centred on 120 BPM (one octave wide, as in librosa's beat tracker) breaks the
+    tie between a beat and its double or half. Returns 0.0 when there are too few onsets to tell.
+    """
+    frames = np.round((onsets - onsets.min()) * ONSET_FPS).astype(int)
+    if len(np.unique(frames)) < 4:
+        return 0.0
+    envelope = np.bincount(frames).astype(float)
+    envelope = np.convolve(envelope, [0.25, 0.5, 1.0, 0.5, 0.25], mode="same")  # forgive small timing jitter
+    envelope -= envelope.mean()
+    size = 2 ** int(np.ceil(np.log2(2 * len(envelope))))
+    spectrum = np.fft.rfft(envelope, size)
+    autocorr = np.fft.irfft(spectrum * np.conj(spectrum), size)[: len(envelope)]
+    lags = np.arange(int(60 * ONSET_FPS / hi_bpm), int(60 * ONSET_FPS / lo_bpm) + 1)
+    lags = lags[lags < len(autocorr)]
+    if len(lags) == 0:
+        return 0.0
+    bpm = 60.0 * ONSET_FPS / lags
+    prior = np.exp(-0.5 * np.log2(bpm / 120.0) ** 2)
+    best = lags[np.argmax(np.maximum(autocorr[lags], 0) * prior)]
+    return float(60.0 * ONSET_FPS / best)
+
+
+def mean_polyphony(starts: np.ndarray, ends: np.ndarray) -> float:
+    """Average number of notes sounding, over the time anything sounds."""
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.lexsort((steps, times))  # at equal times, releases before attacks
+    times, counts = times[order], np.cumsum(steps[order])
+    gaps = np.diff(times)
+    sounding = counts[:-1] > 0
+    total = gaps[sounding].sum()
+    return float((counts[:-1] * gaps)[sounding].sum() / total) if total > 0 else 1.0
+
+
+def texture(polyphony: float, starts: np.ndarray) -> str:
+    """monophonic (one line), homophonic (notes mostly struck together, as chords) or polyphonic.
+
+    Polyphonic means several notes sound at once but most attacks are single notes: independent
+    lines or broken chords under a melody, rather than block chords.
+    """
+    if polyphony < 1.2:
+        return "monophonic"
+    attacks = np.diff(np.sort(starts)) > CHORD_TOLERANCE_S
+    chordal = 1.0 - attacks.mean() if len(attacks) else 0.0  # share of notes starting with another
+    return "homophonic" if chordal >= 0.45 else "polyphonic"

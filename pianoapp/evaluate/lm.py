@@ -1,0 +1,156 @@
+"""How well the piano LM predicts held-out music: NLL per token on val/test windows, overall and by
+token kind (note, onset, dur, time), against an interpolated Kneser-Ney n-gram fit on training windows.
+
+A ratio (LM NLL / n-gram NLL) below 1 means the transformer has learned more than local statistics.
+"""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KINDS = ("note", "onset", "dur", "time")
+
+
+def token_nll(model: nn.Module, batch: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """NLL (B, T) of each next token in padded sequences (B, T + 1), and the mask of real targets."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits, _ = model(inputs)
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return nll.view_as(targets), targets != pad_id
+
+
+class KneserNey:
+    """Interpolated Kneser-Ney n-gram model over token ids.
+
+    Every sequence is read as if preceded by `order - 1` start symbols (id `vocab_size`), and
+    its first token (<S>) is context, never predicted. One absolute discount per order,
+    D = n1 / (n1 + 2 n2) from the counts of counts; the unigram level backs off to uniform.
+    """
+
+    def __init__(self, order: int = 4):
+        self.order = order
+
+    def _grams(self, seqs: list[list[int]]) -> list[np.ndarray]:
+        """For orders 1..N, the key of each target's k-gram (its k - 1 predecessors and itself)."""
+        pad = self.order - 1
+        per_order: list[list[np.ndarray]] = [[] for _ in range(self.order)]
+        for seq in seqs:
+            s = np.concatenate([np.full(pad, self.start, dtype=np.int64), np.asarray(seq, dtype=np.int64)])
+            n_targets = len(seq) - 1
+            key = np.zeros(n_targets, dtype=np.int64)
+            for k in range(1, self.order + 1):  # grow the history one token to the left at a time
+                shift = self.base ** (k - 1)
+                key = key + s[pad + 1 - (k - 1) : pad + 1 - (k - 1) + n_targets] * shift
+                per_order[k - 1].append(key)
+        return [np.concatenate(keys) if keys else np.zeros(0, np.int64) for keys in per_order]
+
+    # Keys put the target in the lowest digit: key = w + base * (h_{-1} + base * (h_{-2} + ...)),
+    # so a k-gram's history key is key // base and its (k-1)-gram suffix is key % base**(k-1).
+
+    def fit(self, seqs: list[list[int]], vocab_size: int) -> "KneserNey":
+        self.vocab_size, self.start, self.base = vocab_size, vocab_size, vocab_size + 1
+        grams = self._grams(seqs)
+        self.tables = []  # per order, lowest first: (keys, counts, history keys, totals, types, discount)
+        for k in range(self.order, 0, -1):
+            if k == self.order:
+                keys, counts = np.unique(grams[k - 1], return_counts=True)
+            else:  # continuation counts: how many distinct tokens precede each k-gram
+                keys, counts = np.unique(keys % self.base**k, return_counts=True)
+            n1, n2 = np.sum(counts == 1), np.sum(counts == 2)
+            discount = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+            hist, first = np.unique(keys // self.base, return_index=True)
+            totals = np.add.reduceat(counts, first) if len(keys) else counts
+            types = np.diff(np.append(first, len(keys)))
+            self.tables.insert(0, (keys, counts, hist, totals, types, discount))
+        return self
+
+    def nll(self, seqs: list[list[int]]) -> np.ndarray:
+        """-log P(token | history) of every token after the first, all sequences concatenated."""
+        grams = self._grams(seqs)
+        targets = grams[0]
+        prob = np.full(len(targets), 1.0 / self.vocab_size)
+        for k in range(1, self.order + 1):
+            keys, counts, hist, totals, types, discount = self.tables[k - 1]
+            count = _lookup(keys, counts, grams[k - 1])
+            total = _lookup(hist, totals, grams[k - 1] // self.base)
+            n_types = _lookup(hist, types, grams[k - 1] // self.base)
+            seen = total > 0
+            safe = np.maximum(total, 1)
+            mixed = (np.maximum(count - discount, 0) + discount * n_types * prob) / safe
+            prob = np.where(seen, mixed, prob)
+        return -np.log(prob)
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """values[keys == q] for each query, 0 where the key is absent (keys sorted)."""
+    if len(keys) == 0:
+        return np.zeros(len(queries))
+    at = np.clip(np.searchsorted(keys, queries), 0, len(keys) - 1)
+    return np.where(keys[at] == queries, values[at], 0).astype(np.float64)
+
+
+def evaluate_lm(
+    model_dir: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    seed: int = 0,
+    max_windows: int = 200,
+    ngram_windows: int = 2000,
+    max_items: int = 0,
+    batch_size: int = 8,
+) -> dict:
+    """NLL per token of the model in model_dir on `max_windows` windows of the split, by token
+    kind, beside a 4-gram Kneser-Ney fit on `ngram_windows` training windows of the same corpus.
+    The same arguments give the same numbers."""
+    from pianoapp.data.sequences import TokenWindows
+    from pianoapp.models.checkpoint import load_config, load_model
+    from pianoapp.tokenizer import Tokenizer
+    from pianoapp.train.lm import lm_pieces
+
+    doc = load_config(model_dir)
+    tokenizer = Tokenizer.from_dict(doc["tokenizer"])
+    model = load_model(model_dir)
+    context_len = model.config.context_len
+    data_dir = Path(data_dir) if data_dir else None
+
+    def windows(which: str, n: int) -> list[list[int]]:
+        source = TokenWindows(lm_pieces(which, data_dir=data_dir, max_items=max_items), tokenizer,
+                              context_len=context_len, seed=seed, augment=None)
+        return [source.window(i)[: context_len + 1] for i in range(n)]
+
+    held_out = windows(split, max_windows)
+    ngram = KneserNey(order=4).fit(windows("train", ngram_windows), tokenizer.vocab_size)
+    ngram_nll = ngram.nll(held_out)
+
+    device = next(model.parameters()).device
+    model_nll = []
+    with torch.inference_mode():
+        for i in range(0, len(held_out), batch_size):
+            chunk = held_out[i : i + batch_size]
+            width = max(len(w) for w in chunk)
+            batch = torch.tensor([w + [tokenizer.pad_id] * (width - len(w)) for w in chunk], device=device)
+            nll, real = token_nll(model, batch, tokenizer.pad_id)
+            model_nll.extend(nll[j][real[j]].cpu().numpy() for j in range(len(chunk)))
+    model_nll = np.concatenate(model_nll)
+    kinds = np.array([tokenizer.token_kind(t) for w in held_out for t in w[1:]])
+
+    def summary(mask: np.ndarray) -> dict:
+        nll, base = float(model_nll[mask].mean()), float(ngram_nll[mask].mean())
+        return {"tokens": int(mask.sum()), "nll": nll, "ngram_nll": base, "ratio": nll / base}
+
+    everything = summary(np.ones(len(kinds), dtype=bool))
+    return {
+        "split": split,
+        "windows": len(held_out),
+        **everything,
+        "perplexity": math.exp(everything["nll"]),
+        "by_kind": {kind: summary(kinds == kind) for kind in KINDS if (kinds == kind).any()},
+        "ngram": {"order": ngram.order, "train_windows": ngram_windows, "smoothing": "interpolated Kneser-Ney"},
+        "seed": seed,
+    }

@@ -1,0 +1,8 @@
+"""Models: plain nn.Modules, each with a config dataclass, built by name through the registry."""
+
+from pianoapp.models.lm import LMConfig, PianoLM
+
+# family name (the "family" field of a config JSON) -> (config dataclass, module class)
+FAMILIES = {
+    "lm": (LMConfig, PianoLM),
+}

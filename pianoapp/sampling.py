@@ -1,0 +1,107 @@
+"""Sampling from the piano LM: temperature, top-p and min-p over grammar-masked logits, with a KV cache.
+
+Masking with `Tokenizer.allowed_next` keeps every sampled sequence decodable (note → onset → dur,
+onsets monotone inside a segment); on top of it, `<E>`, `<S>`, `<PAD>` and extra tokens are never
+sampled, and long silences (more than `max_silent_segments` empty segments in a row) are cut off.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pianoapp.models.lm import PianoLM
+from pianoapp.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.98  # Aria's defaults
+    top_p: float = 1.0
+    min_p: float = 0.035
+    max_silent_segments: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.temperature <= 5:
+            raise ValueError("temperature must be between 0.05 and 5")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top-p must be in (0, 1]")
+        if not 0 <= self.min_p < 1:
+            raise ValueError("min-p must be in [0, 1)")
+
+
+def filter_probs(probs: torch.Tensor, *, top_p: float, min_p: float) -> torch.Tensor:
+    """Zero out tokens outside the nucleus (top-p) and below min_p × the top probability."""
+    if min_p > 0:
+        probs = torch.where(probs >= min_p * probs.max(), probs, torch.zeros_like(probs))
+    if top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        cumulative = sorted_p.cumsum(-1)
+        drop = cumulative - sorted_p > top_p * cumulative[-1]  # keep the smallest set reaching top_p
+        probs = probs.clone()
+        probs[order[drop]] = 0
+    return probs / probs.sum()
+
+
+def sample(
+    model: PianoLM,
+    tokenizer: Tokenizer,
+    prompt_ids: list[int],
+    *,
+    end_step: int,
+    config: SamplingConfig = SamplingConfig(),
+    seed: int = 0,
+    max_new_tokens: int | None = None,
+    prefix_embeds: torch.Tensor | None = None,
+) -> Iterator[list[int]]:
+    """Yield the new ids after each completed note, until the music reaches `end_step` (absolute
+    time steps from the start of the prompt), the context is full, or `max_new_tokens` is reached.
+
+    The prompt must end between note groups (it is `Tokenizer.encode(..., add_eos=False)` output).
+    The same seed gives the same ids.
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    n_prefix = 0 if prefix_embeds is None else prefix_embeds.shape[1]
+    budget = model.config.context_len - n_prefix - len(prompt_ids)
+    if max_new_tokens is not None:
+        budget = min(budget, max_new_tokens)
+    if budget < 3:
+        raise ValueError("the prompt fills the model's context; shorten it")
+
+    never = np.zeros(tokenizer.vocab_size, dtype=bool)
+    never[[tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id, tokenizer.unk_id]] = True
+    never[tokenizer.extra_offset:] = True
+
+    ids = list(prompt_ids)
+    segments = ids.count(tokenizer.time_id)
+    silent = 0
+    new: list[int] = []
+    with torch.inference_mode():
+        logits, cache = model(torch.tensor([ids], device=device), prefix_embeds=prefix_embeds)
+        for _ in range(budget):
+            allowed = tokenizer.allowed_next(ids) & ~never
+            if silent >= config.max_silent_segments:
+                allowed[tokenizer.time_id] = False
+            scores = logits[0, -1].float().cpu() / config.temperature
+            scores[~torch.from_numpy(allowed)] = float("-inf")
+            probs = filter_probs(torch.softmax(scores, -1), top_p=config.top_p, min_p=config.min_p)
+            token = int(torch.multinomial(probs, 1, generator=generator))
+            ids.append(token)
+            new.append(token)
+            kind = tokenizer.token_kind(token)
+            if kind == "time":
+                segments += 1
+                silent += 1
+            elif kind == "onset":
+                silent = 0
+                if segments * tokenizer.n_onsets + token - tokenizer.onset_offset >= end_step:
+                    new.pop()
+                    new.pop()  # drop the note whose onset passed the end, and stop
+                    break
+            elif kind == "dur":
+                yield new
+            logits, cache = model(torch.tensor([[token]], device=device), cache=cache)
+    # Trailing <T> tokens or a half-written group carry no notes; callers decode `new` tolerant anyway.
+    yield new

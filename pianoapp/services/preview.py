@@ -1,0 +1,97 @@
+"""See and hear any file a user brings: scores and MIDI are rendered and drawn as a piano roll,
+recordings play back with their spectrogram.
+
+Previews are cached by file content, so the same upload (or the same demo item) is rendered once.
+"""
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+
+from pianoapp import constants, pianoroll
+from pianoapp.io.audio import load_audio, write_audio
+from pianoapp.io.files import check_file, file_kind
+from pianoapp.io.midi import piano_notes, read_midi, sustain_intervals
+from pianoapp.io.render import render
+
+PREVIEW_DIR = Path(tempfile.gettempdir()) / "pianoapp-previews"
+CACHE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Preview:
+    kind: str  # "midi" for anything symbolic (MIDI, MusicXML, other scores), "audio" for recordings
+    audio: tuple[int, np.ndarray]  # (sample rate, mono float32), as gr.Audio takes it
+    wav_path: Path  # the same audio as a WAV file, so the browser gets a plain <audio> element
+    figure: go.Figure  # piano roll for symbolic input, spectrogram for audio
+    summary: str  # one line: duration, notes and pitch range, or sample rate
+
+
+_cache: OrderedDict[str, Preview] = OrderedDict()
+_lock = threading.Lock()
+
+
+def preview_file(path: str | os.PathLike) -> Preview:
+    """Preview a MIDI, MusicXML or audio file; raises a PianoappError with a user-facing sentence."""
+    path = check_file(path)
+    kind = file_kind(path)
+    key = _content_key(path)
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    preview = _preview_audio(path, key) if kind == "audio" else _preview_symbolic(path, key)
+    with _lock:
+        _cache[key] = preview
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return preview
+
+
+def _content_key(path: Path) -> str:
+    # The suffix is part of the key: the same bytes named .mid and .xml are read differently.
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return f"{digest[:32]}{path.suffix.lower()}"
+
+
+def _preview_symbolic(path: Path, key: str) -> Preview:
+    pm = read_midi(path)
+    audio = render(pm, sr=constants.SAMPLE_RATE)
+    notes = piano_notes(pm)
+    low, high = min(n.pitch for n in notes), max(n.pitch for n in notes)
+    pedal = any(sustain_intervals(inst, pm.get_end_time()) for inst in pm.instruments if not inst.is_drum)
+    summary = (
+        f"{_clock(max(n.end for n in notes))} · {len(notes):,} notes · "
+        f"{pianoroll.note_name(low)}–{pianoroll.note_name(high)}" + (" · sustain pedal" if pedal else "")
+    )
+    return Preview("midi", (constants.SAMPLE_RATE, audio), _write_wav(audio, key), pianoroll.piano_roll(pm), summary)
+
+
+def _preview_audio(path: Path, key: str) -> Preview:
+    audio = load_audio(path, sr=constants.SAMPLE_RATE)
+    summary = f"{_clock(audio.size / constants.SAMPLE_RATE)} recording · mono at {constants.SAMPLE_RATE / 1000:g} kHz"
+    figure = pianoroll.spectrogram(audio, constants.SAMPLE_RATE)
+    return Preview("audio", (constants.SAMPLE_RATE, audio), _write_wav(audio, key), figure, summary)
+
+
+def _write_wav(audio: np.ndarray, key: str) -> Path:
+    path = PREVIEW_DIR / f"{key.replace('.', '-')}.wav"
+    if not path.is_file():
+        # Written beside and renamed, so a concurrent request never serves half a file.
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.wav")
+        write_audio(tmp, audio, constants.SAMPLE_RATE)
+        os.replace(tmp, path)
+    return path
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"

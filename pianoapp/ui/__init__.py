@@ -1,0 +1,62 @@
+"""The Gradio app: one tab per capability plus Models. Tabs call services only and import no torch;
+models load on first use, so the page is up in seconds."""
+
+import os
+
+import gradio as gr
+
+from pianoapp import constants
+from pianoapp.ui import arrange, continue_, explore, match, models, search
+
+CONCURRENCY = 2  # rendering and models are CPU-bound; more parallel jobs only slow each other on small hosts
+THEME = gr.themes.Soft(
+    primary_hue="indigo",
+    neutral_hue="slate",
+    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],  # no web-font download
+)
+CSS = """
+.gradio-container { max-width: 1200px !important; width: 100% !important; margin: 0 auto; }
+.app-header h1 { margin-bottom: 0.1em; }
+.app-header p { margin-top: 0; color: var(--body-text-color-subdued); font-size: 1.05em; }
+.tab-intro p { font-size: 1.02em; margin: 0.2em 0 0.4em; }
+.block.notice { padding: 0.6em 1em; border-radius: 8px; background: var(--color-accent-soft);
+                border-left: 4px solid var(--color-accent); }
+.notice p { margin: 0; }
+table td, table th { font-family: var(--font) !important; }
+.preview-status p { margin: 0.3em 0; color: var(--body-text-color-subdued); }
+"""
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="Pianoapp") as demo:
+        gr.Markdown(
+            "# Pianoapp\nFind, match, continue and arrange piano music, from recordings, MIDI files and scores.",
+            elem_classes="app-header",
+        )
+        with gr.Tabs():
+            with gr.Tab("Search"):
+                search.build(demo)
+            with gr.Tab("Match"):
+                match.build()
+            with gr.Tab("Continue"):
+                continue_.build()
+            with gr.Tab("Arrange"):
+                arrange.build()
+            with gr.Tab("Explore"):
+                explore.build()
+            with gr.Tab("Models"):
+                models.build(demo)
+    demo.queue(default_concurrency_limit=CONCURRENCY)
+    return demo
+
+
+def launch_options() -> dict:
+    """Keyword arguments for `demo.launch`: all interfaces (Spaces, containers), port from
+    GRADIO_SERVER_PORT (Gradio reads it) or 7860, demo files in assets/ servable."""
+    return dict(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        allowed_paths=[str(constants.ASSETS_DIR)],
+        theme=THEME,
+        css=CSS,
+        ssr_mode=False,
+    )

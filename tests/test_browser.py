@@ -1,0 +1,112 @@
+"""The real app in a real browser: `python app.py` on a free port, driven by Chromium through Playwright.
+
+Screenshots of every tab go to test-artifacts/ (gitignored) for a human to look at.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+TABS = ["Search", "Match", "Continue", "Arrange", "Explore", "Models"]
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app.py did not answer on {url} within 60 s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url)
+        page.get_by_role("tab", name="Search").wait_for(timeout=30_000)
+        yield page
+        browser.close()
+
+
+def _open_tab(page, name: str):
+    page.get_by_role("tab", name=name).click()
+    panel = page.get_by_role("tabpanel").filter(visible=True)
+    panel.locator(".tab-intro").first.wait_for(timeout=10_000)
+    return panel
+
+
+def test_every_tab_renders(page):
+    for name in TABS:
+        panel = _open_tab(page, name)
+        assert panel.locator(".tab-intro").first.inner_text().strip()
+        page.screenshot(path=str(ARTIFACTS / f"tab-{name.lower()}.png"), full_page=True)
+
+
+def test_demo_collection_row_previews(page):
+    panel = _open_tab(page, "Search")
+    first_cell = panel.locator("table tbody tr").first.locator("td").first
+    first_cell.wait_for(timeout=30_000)
+    first_cell.click()
+    _expect_preview(panel)
+    page.screenshot(path=str(ARTIFACTS / "search-preview.png"), full_page=True)
+
+
+def test_midi_upload_previews(page, data_dir):
+    panel = _open_tab(page, "Continue")
+    panel.locator("input[type=file]").first.set_input_files(str(data_dir / "nottingham" / "ashover1.mid"))
+    _expect_preview(panel)
+    assert "notes" in panel.locator(".preview-status").first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "continue-upload.png"), full_page=True)
+
+
+def _expect_preview(panel):
+    panel.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    audio = panel.locator("audio[src]").first
+    audio.wait_for(state="attached", timeout=30_000)
+    assert audio.get_attribute("src")
