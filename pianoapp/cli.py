@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--temperature", type=float, default=0.98)
     cont.add_argument("--top-p", type=float, default=1.0)
     cont.add_argument("--min-p", type=float, default=0.035)
+    cont.add_argument("--model", metavar="DIR", help="LM folder (default models/lm-small)")
 
     arr = sub.add_parser("arrange", help="arrange a lead sheet in the style of a reference recording")
     arr.add_argument("leadsheet", metavar="LEADSHEET")
@@ -107,6 +108,14 @@ def _parse_overrides(pairs: list[str]) -> dict[str, str]:
 def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     from pianoapp.services import availability
 
+    if args.command == "continue":
+        from pianoapp.services.continue_ import continue_file
+
+        out = continue_file(args.prompt, args.out, seconds=args.seconds, seed=args.seed,
+                            temperature=args.temperature, top_p=args.top_p, min_p=args.min_p,
+                            model_dir=args.model)
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     if args.command in CAPABILITY_OF:
         availability.require(CAPABILITY_OF[args.command])
     if args.command == "render":

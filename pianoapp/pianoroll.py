@@ -46,7 +46,8 @@ def piano_roll(pm: pretty_midi.PrettyMIDI) -> go.Figure:
         text=[note_name(p) for p in pitch],
         textposition="none",
         customdata=np.stack([end, velocity], axis=1),
-        hovertemplate="%{text}<br>%{base:.2f}–%{customdata[0]:.2f} s<br>velocity %{customdata[1]}<extra></extra>",
+        hovertemplate="%{text}<br>%{base:.2f}–%{customdata[0]:.2f} s<br>"
+                      "velocity %{customdata[1]}<extra></extra>",
         name="notes",
         showlegend=False,
     ))
@@ -58,7 +59,8 @@ def piano_roll(pm: pretty_midi.PrettyMIDI) -> go.Figure:
 def _shade_pedal(fig: go.Figure, pm: pretty_midi.PrettyMIDI, low: int, high: int) -> None:
     """All pedal presses as one filled trace (one shape per press would slow the browser)."""
     end_time = pm.get_end_time()
-    intervals = [iv for inst in pm.instruments if not inst.is_drum for iv in sustain_intervals(inst, end_time)]
+    intervals = [iv for inst in pm.instruments if not inst.is_drum
+                 for iv in sustain_intervals(inst, end_time)]
     if not intervals:
         return
     x, y = [], []
@@ -95,9 +97,12 @@ def spectrogram(audio: np.ndarray, sr: int) -> go.Figure:
 
 
 def _layout(fig: go.Figure, low: int, high: int, *, key_stripes: bool = True) -> None:
-    """Keyboard on the y axis (a tick at every C), time on the x axis, black-key rows faintly striped."""
+    """Keyboard on the y axis (ticks at every C, more when the range is narrow), time on the x axis,
+    black-key rows faintly striped."""
     low, high = max(low - 2, constants.PIANO_PITCH_MIN - 1), min(high + 2, constants.PIANO_PITCH_MAX + 1)
-    cs = [p for p in range(low, high + 1) if p % 12 == 0]
+    span = high - low
+    labelled = {0} if span > 36 else {0, 4, 7} if span > 18 else {0, 2, 4, 5, 7, 9, 11}  # C; C E G; naturals
+    ticks = [p for p in range(low, high + 1) if p % 12 in labelled]
     if key_stripes:
         fig.update_layout(shapes=[
             dict(type="rect", xref="paper", x0=0, x1=1, yref="y", y0=p - 0.5, y1=p + 0.5,
@@ -109,7 +114,7 @@ def _layout(fig: go.Figure, low: int, high: int, *, key_stripes: bool = True) ->
         height=HEIGHT,
         margin=dict(l=50, r=10, t=10, b=40),
         xaxis=dict(title="time (s)", rangemode="tozero", showgrid=False, zeroline=False),
-        yaxis=dict(range=[low - 0.5, high + 0.5], tickvals=cs, ticktext=[note_name(p) for p in cs],
+        yaxis=dict(range=[low - 0.5, high + 0.5], tickvals=ticks, ticktext=[note_name(p) for p in ticks],
                    gridcolor="rgba(0, 0, 0, 0.15)", zeroline=False, fixedrange=False),
         legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
         hoverlabel=dict(bgcolor="white"),

@@ -15,11 +15,11 @@ from safetensors.numpy import save_file
 from pianoapp import constants
 from pianoapp.errors import CorruptFileError, EmptyFileError, UnsupportedFormatError
 from pianoapp.io.audio import is_silent, write_audio
-from pianoapp.io.midi import notes_to_midi
+from pianoapp.io.midi import notes_to_midi, read_midi
 from pianoapp.io.render import render
 from pianoapp.services import catalog
 from pianoapp.services.preview import preview_file
-from pianoapp.ui.components import GENERIC_ERROR, show_preview, user_message
+from pianoapp.ui.components import GENERIC_ERROR, show_preview, user_message, warning_line
 
 ASAP_PERFORMANCE = "asap/Bach/Fugue/bwv_848/Lin04M.mid"  # 2 minutes, with sustain pedal
 
@@ -33,15 +33,34 @@ def test_build_app_has_six_tabs_and_no_torch():
         "tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]\n"
         "print(json.dumps({'tabs': tabs, 'torch': 'torch' in sys.modules}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["tabs"] == ["Search", "Match", "Continue", "Arrange", "Explore", "Models"]
     assert result["torch"] is False
 
 
+def test_demo_files_in_assets_become_examples(tmp_path, monkeypatch, data_dir):
+    import gradio as gr
+
+    from pianoapp.ui import build_app
+    from pianoapp.ui.components import asset_examples
+
+    shutil.copy(data_dir / "nottingham" / "ashover1.mid", tmp_path / "tune.mid")
+    write_audio(tmp_path / "take.wav", np.zeros(100, np.float32))
+    (tmp_path / "README.md").write_text("not an example")
+    monkeypatch.setattr(constants, "ASSETS_DIR", tmp_path)
+
+    assert asset_examples("midi") == [str(tmp_path / "tune.mid")]
+    assert asset_examples("audio", "midi") == [str(tmp_path / "take.wav"), str(tmp_path / "tune.mid")]
+    demo = build_app()
+    example_sets = [b for b in demo.blocks.values() if isinstance(b, gr.Dataset)]
+    assert len(example_sets) == 4  # Match, Continue, and both Arrange inputs
+
+
 def test_preview_midi_renders_and_draws_one_bar_per_note(data_dir):
     path = data_dir / "nottingham" / "ashover1.mid"
-    pm = pretty_midi.PrettyMIDI(str(path))
+    pm = read_midi(path)
     n_notes = sum(len(inst.notes) for inst in pm.instruments if not inst.is_drum)
 
     preview = preview_file(path)
@@ -83,7 +102,7 @@ def test_preview_audio_draws_spectrogram_on_the_keyboard_axis(tmp_path):
     assert pitches[0] == constants.PIANO_PITCH_MIN and pitches[-1] == constants.PIANO_PITCH_MAX
     loudest_row = int(np.argmax(np.asarray(heatmap.z, dtype=float).mean(axis=1)))
     assert pitches[loudest_row] == a4  # the fundamental of a rendered A4 lands on the A4 row
-    assert "recording" in preview.summary
+    assert "24 kHz" in preview.summary
 
 
 @pytest.mark.parametrize(
@@ -104,7 +123,7 @@ def test_bad_files_give_the_user_facing_sentence(tmp_path, name, content, error,
 
     with pytest.warns(UserWarning, match="."):  # gr.Warning outside a request falls back to warnings.warn
         audio, plot, status = show_preview(str(path))
-    assert status == f"⚠ {sentence}"
+    assert status == warning_line(sentence)
     assert audio["visible"] is False and plot["visible"] is False
 
 
@@ -123,18 +142,28 @@ def test_unexpected_errors_become_one_generic_sentence(caplog):
 def test_demo_collection_filters_by_words():
     rows = catalog.demo_collection()
     assert len(rows) > 50
-    assert {"id", "title", "composer", "path"} <= set(rows[0])
+    assert {"id", "title", "composer", "style", "path"} <= set(rows[0])
     bach = catalog.demo_collection("BACH")
     assert 0 < len(bach) < len(rows)
-    assert all("bach" in f"{r['title']} {r['composer']} {r['id']}".lower() for r in bach)
+    assert all("bach" in f"{r['title']} {r['composer']} {r['style']} {r['id']}".lower() for r in bach)
+    chorales = catalog.demo_collection("baroque chorale")
+    assert chorales and all(r["style"] == "Baroque chorale" for r in chorales)
     assert catalog.demo_collection("no-such-word-anywhere") == []
     assert catalog.demo_item(bach[0]["id"]) == bach[0]
+
+
+def test_demo_score_previews_as_notes():
+    (chorale, *_) = catalog.demo_collection("baroque chorale")
+    preview = preview_file(chorale["path"])  # a MusicXML file, read through music21
+    assert preview.kind == "midi" and "notes" in preview.summary
+    assert not is_silent(preview.audio[1], preview.audio[0])
 
 
 def test_list_models_reads_config_card_and_weights(tmp_path):
     lm = tmp_path / "lm-small"
     lm.mkdir()
-    save_file({"emb": np.zeros((10, 4), np.float16), "head.bias": np.zeros(6, np.float16)}, str(lm / "model.safetensors"))
+    weights = {"emb": np.zeros((10, 4), np.float16), "head.bias": np.zeros(6, np.float16)}
+    save_file(weights, str(lm / "model.safetensors"))
     (lm / "config.json").write_text(json.dumps({"family": "lm", "model": {"d_model": 4}}))
     (lm / "MODEL_CARD.md").write_text(
         "# lm-small\n\nDate: 2026-11-27\n\n## Metrics (test split)\n\n"
@@ -149,6 +178,9 @@ def test_list_models_reads_config_card_and_weights(tmp_path):
 
     assert model["name"] == "lm-small" and model["family"] == "lm"
     assert model["params"] == 10 * 4 + 6
-    assert model["metrics"] == {"NLL per token": "2.31 · 2.80 (4-gram baseline)", "onset NLL": "1.10 · 1.50 (4-gram baseline)"}
+    assert model["metrics"] == {
+        "NLL per token": "2.31 · 2.80 (4-gram baseline)",
+        "onset NLL": "1.10 · 1.50 (4-gram baseline)",
+    }
     assert model["date"] == "2026-11-27"
     assert catalog.list_models(tmp_path / "absent") == []

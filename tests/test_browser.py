@@ -20,7 +20,9 @@ TABS = ["Search", "Match", "Continue", "Arrange", "Explore", "Models"]
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"
+)
 
 
 def _free_port() -> int:
@@ -35,7 +37,8 @@ def app_url(tmp_path_factory):
     log = tmp_path_factory.mktemp("app") / "app.log"
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -85,14 +88,14 @@ def test_every_tab_renders(page):
     for name in TABS:
         panel = _open_tab(page, name)
         assert panel.locator(".tab-intro").first.inner_text().strip()
+        if name in ("Search", "Models"):  # their tables fill on page load
+            panel.get_by_role("gridcell").first.wait_for(timeout=45_000)
         page.screenshot(path=str(ARTIFACTS / f"tab-{name.lower()}.png"), full_page=True)
 
 
 def test_demo_collection_row_previews(page):
     panel = _open_tab(page, "Search")
-    first_cell = panel.locator("table tbody tr").first.locator("td").first
-    first_cell.wait_for(timeout=30_000)
-    first_cell.click()
+    panel.get_by_role("gridcell").first.click()  # Gradio draws rows as ARIA grid cells
     _expect_preview(panel)
     page.screenshot(path=str(ARTIFACTS / "search-preview.png"), full_page=True)
 
@@ -103,6 +106,45 @@ def test_midi_upload_previews(page, data_dir):
     _expect_preview(panel)
     assert "notes" in panel.locator(".preview-status").first.inner_text()
     page.screenshot(path=str(ARTIFACTS / "continue-upload.png"), full_page=True)
+
+
+def test_demo_file_example_previews(page):
+    from pianoapp.services.preview import preview_file
+    from pianoapp.ui.components import asset_examples
+
+    examples = asset_examples("midi")
+    if not examples:
+        pytest.skip("no demo MIDI files in assets/")
+    summary = preview_file(examples[-1]).summary  # what the page must show for this very file
+    panel = _open_tab(page, "Continue")
+    panel.get_by_role("button", name=Path(examples[-1]).name).click()
+    panel.locator(".preview-status", has_text=summary).first.wait_for(timeout=30_000)
+    _expect_preview(panel)
+
+
+def test_bad_upload_shows_one_sentence(page, tmp_path):
+    fake = tmp_path / "shopping-list.mid"
+    fake.write_text("eggs, milk, a new metronome\n")
+    panel = _open_tab(page, "Arrange")
+    panel.locator("input[type=file]").first.set_input_files(str(fake))
+    status = panel.locator(".preview-status", has_text="shopping-list.mid").first
+    status.wait_for(timeout=15_000)
+    assert "is not a MIDI file" in status.inner_text()
+    assert panel.locator(".js-plotly-plot").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "arrange-bad-upload.png"), full_page=True)
+
+
+def test_recording_upload_shows_spectrogram(page, data_dir, tmp_path):
+    from pianoapp.io.audio import write_audio
+    from pianoapp.io.midi import read_midi
+    from pianoapp.io.render import render
+
+    wav = write_audio(tmp_path / "ashover1.wav", render(read_midi(data_dir / "nottingham" / "ashover1.mid")))
+    panel = _open_tab(page, "Match")
+    panel.locator("input[type=file]").first.set_input_files(str(wav))
+    _expect_preview(panel)
+    assert panel.locator(".js-plotly-plot .heatmaplayer").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "match-upload.png"), full_page=True)
 
 
 def _expect_preview(panel):

@@ -99,14 +99,11 @@ class TokenWindows(Dataset):
                  augment: Augment | None = Augment()):
         self.pieces = [p for p in pieces if len(p)]
         if not self.pieces:
-            raise ValueError("no notes to make windows from")
+            raise ValueError("no notes to make windows from")  # callers check their data first
         self.tokenizer, self.context_len, self.seed, self.augment = tokenizer, context_len, seed, augment
         self.window_notes = context_len // 3 + 2  # a note is 3 tokens; <T> tokens only add to this
         starts = np.array([max(1, len(p) - self.window_notes + 1) for p in self.pieces])
         self.first_start = np.concatenate([[0], np.cumsum(starts)])
-
-    def __len__(self) -> int:
-        return int(self.first_start[-1])  # distinct windows before augmentation
 
     def __getitem__(self, i: int) -> torch.Tensor:
         ids = self.window(i)[: self.context_len + 1]

@@ -29,11 +29,19 @@ class KneserNey:
 
     Every sequence is read as if preceded by `order - 1` start symbols (id `vocab_size`), and
     its first token (<S>) is context, never predicted. One absolute discount per order,
-    D = n1 / (n1 + 2 n2) from the counts of counts; the unigram level backs off to uniform.
+    D = n1 / (n1 + 2 n2) from the counts of counts.
+
+    `classes` (one id per token) makes the model grammar-aware: the unigram and uniform levels
+    are normalised within the target's class, so when the previous token decides which class
+    comes next (note -> onset -> dur -> note/time), no probability is spent on impossible tokens.
+    Without it, every token is one class and the unigram level backs off to uniform.
     """
 
-    def __init__(self, order: int = 4):
-        self.order = order
+    def __init__(self, order: int = 4, classes: np.ndarray | None = None):
+        self.order, self.classes = order, classes
+
+    # Keys put the target in the lowest digit: key = w + base * (h_{-1} + base * (h_{-2} + ...)),
+    # so a k-gram's history key is key // base and its (k-1)-gram suffix is key % base**(k-1).
 
     def _grams(self, seqs: list[list[int]]) -> list[np.ndarray]:
         """For orders 1..N, the key of each target's k-gram (its k - 1 predecessors and itself)."""
@@ -44,18 +52,20 @@ class KneserNey:
             n_targets = len(seq) - 1
             key = np.zeros(n_targets, dtype=np.int64)
             for k in range(1, self.order + 1):  # grow the history one token to the left at a time
-                shift = self.base ** (k - 1)
-                key = key + s[pad + 1 - (k - 1) : pad + 1 - (k - 1) + n_targets] * shift
+                key = key + s[pad + 1 - (k - 1) : pad + 1 - (k - 1) + n_targets] * self.base ** (k - 1)
                 per_order[k - 1].append(key)
         return [np.concatenate(keys) if keys else np.zeros(0, np.int64) for keys in per_order]
 
-    # Keys put the target in the lowest digit: key = w + base * (h_{-1} + base * (h_{-2} + ...)),
-    # so a k-gram's history key is key // base and its (k-1)-gram suffix is key % base**(k-1).
+    def _group(self, k: int, keys: np.ndarray) -> np.ndarray:
+        """What a k-gram's probability is normalised over: its history, or for unigrams its class."""
+        return self.class_of[keys] if k == 1 else keys // self.base
 
     def fit(self, seqs: list[list[int]], vocab_size: int) -> "KneserNey":
         self.vocab_size, self.start, self.base = vocab_size, vocab_size, vocab_size + 1
+        self.class_of = np.zeros(vocab_size, np.int64) if self.classes is None else np.asarray(self.classes)
+        self.class_size = np.bincount(self.class_of)
         grams = self._grams(seqs)
-        self.tables = []  # per order, lowest first: (keys, counts, history keys, totals, types, discount)
+        self.tables = []  # per order, lowest first: (keys, counts, groups, totals, types, discount)
         for k in range(self.order, 0, -1):
             if k == self.order:
                 keys, counts = np.unique(grams[k - 1], return_counts=True)
@@ -63,27 +73,30 @@ class KneserNey:
                 keys, counts = np.unique(keys % self.base**k, return_counts=True)
             n1, n2 = np.sum(counts == 1), np.sum(counts == 2)
             discount = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
-            hist, first = np.unique(keys // self.base, return_index=True)
-            totals = np.add.reduceat(counts, first) if len(keys) else counts
-            types = np.diff(np.append(first, len(keys)))
-            self.tables.insert(0, (keys, counts, hist, totals, types, discount))
+            groups, inverse = np.unique(self._group(k, keys), return_inverse=True)
+            totals, types = np.bincount(inverse, weights=counts), np.bincount(inverse)
+            self.tables.insert(0, (keys, counts, groups, totals, types, discount))
         return self
 
     def nll(self, seqs: list[list[int]]) -> np.ndarray:
         """-log P(token | history) of every token after the first, all sequences concatenated."""
         grams = self._grams(seqs)
-        targets = grams[0]
-        prob = np.full(len(targets), 1.0 / self.vocab_size)
+        prob = 1.0 / self.class_size[self.class_of[grams[0]]]
         for k in range(1, self.order + 1):
-            keys, counts, hist, totals, types, discount = self.tables[k - 1]
+            keys, counts, groups, totals, types, discount = self.tables[k - 1]
             count = _lookup(keys, counts, grams[k - 1])
-            total = _lookup(hist, totals, grams[k - 1] // self.base)
-            n_types = _lookup(hist, types, grams[k - 1] // self.base)
-            seen = total > 0
-            safe = np.maximum(total, 1)
-            mixed = (np.maximum(count - discount, 0) + discount * n_types * prob) / safe
-            prob = np.where(seen, mixed, prob)
+            group = self._group(k, grams[k - 1])
+            total, n_types = _lookup(groups, totals, group), _lookup(groups, types, group)
+            mixed = (np.maximum(count - discount, 0) + discount * n_types * prob) / np.maximum(total, 1)
+            prob = np.where(total > 0, mixed, prob)
         return -np.log(prob)
+
+
+def grammar_classes(tokenizer) -> np.ndarray:
+    """Token classes the grammar chooses between: onsets (after a note), durations (after an
+    onset), and everything that may start a group (notes, <T>, specials)."""
+    kinds = [tokenizer.token_kind(i) for i in range(tokenizer.vocab_size)]
+    return np.array([{"onset": 1, "dur": 2}.get(kind, 0) for kind in kinds])
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -125,7 +138,8 @@ def evaluate_lm(
         return [source.window(i)[: context_len + 1] for i in range(n)]
 
     held_out = windows(split, max_windows)
-    ngram = KneserNey(order=4).fit(windows("train", ngram_windows), tokenizer.vocab_size)
+    ngram = KneserNey(order=4, classes=grammar_classes(tokenizer))
+    ngram.fit(windows("train", ngram_windows), tokenizer.vocab_size)
     ngram_nll = ngram.nll(held_out)
 
     device = next(model.parameters()).device
@@ -151,6 +165,7 @@ def evaluate_lm(
         **everything,
         "perplexity": math.exp(everything["nll"]),
         "by_kind": {kind: summary(kinds == kind) for kind in KINDS if (kinds == kind).any()},
-        "ngram": {"order": ngram.order, "train_windows": ngram_windows, "smoothing": "interpolated Kneser-Ney"},
+        "ngram": {"order": ngram.order, "train_windows": ngram_windows,
+                  "smoothing": "interpolated Kneser-Ney, normalised within grammar classes"},
         "seed": seed,
     }

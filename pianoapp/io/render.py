@@ -1,8 +1,8 @@
 """MIDI → audio with FluidSynth. Every track plays as acoustic piano; the sustain pedal is sent as CC64.
 
 Soundfonts are discovered among those installed; `PIANOAPP_SOUNDFONT` names one explicitly.
-One synthesizer per (soundfont, rate) is kept, because loading a 140 MB soundfont costs more than
-rendering a minute of music.
+Each soundfont is loaded once per process, because loading a 140 MB soundfont costs more than
+rendering a minute of music. The same piece always renders to the same samples.
 """
 
 import ctypes
@@ -10,6 +10,7 @@ import functools
 import os
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pretty_midi
@@ -25,14 +26,15 @@ SOUNDFONT_CANDIDATES = {
 }
 RELEASE_TAIL_S = 1.0  # rendered after the last note-off so the final chord can ring out
 PIANO_CHANNELS = [c for c in range(16) if c != 9]  # channel 10 is drums in General MIDI
-BLOCK = 64  # FluidSynth synthesises in blocks of this many frames (FLUID_BUFSIZE)
+GAIN = 0.5  # FluidSynth's master gain: loud enough to hear, with headroom for dense pedalled chords
+FLUID_WARN = 2  # FluidSynth's log level for warnings
 
 
 def list_soundfonts() -> dict[str, Path]:
-    """Installed soundfonts by name, preferred first."""
+    """Installed soundfonts by name, preferred first (`PIANOAPP_SOUNDFONT` first of all)."""
     found = {}
     env = os.environ.get("PIANOAPP_SOUNDFONT")
-    if env:
+    if env and Path(env).is_file():
         found[Path(env).stem] = Path(env)
     for name, paths in SOUNDFONT_CANDIDATES.items():
         for p in paths:
@@ -43,10 +45,13 @@ def list_soundfonts() -> dict[str, Path]:
 
 
 def find_soundfont(name: str | None = None) -> Path:
-    fonts = list_soundfonts()
+    """The soundfont to use: `name` (installed name or .sf2/.sf3 path), else the preferred one."""
     env = os.environ.get("PIANOAPP_SOUNDFONT")
     if env and not Path(env).is_file():
-        raise MissingBackendError(f"PIANOAPP_SOUNDFONT points at {env}, which does not exist.")
+        raise MissingBackendError(
+            f"PIANOAPP_SOUNDFONT points at {env}, which does not exist; point it at an .sf2/.sf3 file or unset it."
+        )
+    fonts = list_soundfonts()
     if name is None:
         if not fonts:
             raise MissingBackendError(
@@ -55,16 +60,18 @@ def find_soundfont(name: str | None = None) -> Path:
         return next(iter(fonts.values()))
     if Path(name).suffix.lower() in (".sf2", ".sf3"):
         if not Path(name).is_file():
-            raise MissingBackendError(f"Soundfont {name} does not exist.")
+            raise MissingBackendError(f"Soundfont {name} does not exist; give the path of an .sf2/.sf3 file.")
         return Path(name)
     if name not in fonts:
         raise MissingBackendError(
-            f"Soundfont '{name}' is not installed; installed: {', '.join(fonts) or 'none'}."
+            f"Soundfont '{name}' is not installed; choose one of: {', '.join(fonts) or 'none'}."
         )
     return fonts[name]
 
 
-def _fluidsynth():
+@functools.lru_cache(maxsize=1)
+def _fluid() -> SimpleNamespace:
+    """pyfluidsynth plus the C calls it does not wrap, bound once."""
     try:
         import fluidsynth
     except (ImportError, OSError) as err:
@@ -72,70 +79,85 @@ def _fluidsynth():
             "FluidSynth is not available to render audio; run `apt-get install -y libfluidsynth3` "
             "and `pip install pyfluidsynth`."
         ) from err
-    return fluidsynth
+    p, i = ctypes.c_void_p, ctypes.c_int
+    fl = SimpleNamespace(
+        Synth=fluidsynth.Synth,
+        get_sfont=fluidsynth.cfunc("fluid_synth_get_sfont_by_id", p, ("synth", p, 1), ("id", i, 1)),
+        add_sfont=fluidsynth.cfunc("fluid_synth_add_sfont", i, ("synth", p, 1), ("sfont", p, 1)),
+        remove_sfont=fluidsynth.cfunc("fluid_synth_remove_sfont", i, ("synth", p, 1), ("sfont", p, 1)),
+        write_float=fluidsynth.cfunc(
+            "fluid_synth_write_float", i, ("synth", p, 1), ("len", i, 1),
+            ("lout", p, 1), ("loff", i, 1), ("lincr", i, 1), ("rout", p, 1), ("roff", i, 1), ("rincr", i, 1),
+        ),
+    )
+    # Lending a soundfont makes FluidSynth warn "No preset found" for every channel; errors still print.
+    fluidsynth.cfunc("fluid_set_log_function", p, ("level", i, 1), ("fun", p, 1), ("data", p, 1))(
+        FLUID_WARN, None, None
+    )
+    return fl
 
 
-class _Synth:
-    """One loaded soundfont; renders one piece at a time, the same way every time.
+class _Soundfont:
+    """A soundfont loaded once and lent to a fresh synthesizer for each render.
 
-    Two things would make renders differ: pyfluidsynth's 16-bit output is dithered from a running
-    noise table, so we read floats instead; and FluidSynth keeps its place inside a 64-frame block
-    across calls, so each render starts on a block boundary.
+    A fresh synthesizer is what makes renders repeatable: a reused one carries state from piece to
+    piece (the reverb's modulation phase, the position inside its 64-frame block). Creating one
+    costs about 2 ms; loading the soundfont into it would cost up to seconds.
     """
 
-    def __init__(self, soundfont: Path, sr: int):
-        fluidsynth = _fluidsynth()
-        self.sr = sr
-        self.lock = threading.Lock()
-        self.synth = fluidsynth.Synth(samplerate=float(sr), gain=0.5)
-        self.sfid = self.synth.sfload(str(soundfont))
-        if self.sfid < 0:
-            raise MissingBackendError(f"FluidSynth could not load the soundfont {soundfont}.")
-        p = ctypes.c_void_p
-        self._write_float = fluidsynth.cfunc(
-            "fluid_synth_write_float", ctypes.c_int, ("synth", p, 1), ("len", ctypes.c_int, 1),
-            ("lout", p, 1), ("loff", ctypes.c_int, 1), ("lincr", ctypes.c_int, 1),
-            ("rout", p, 1), ("roff", ctypes.c_int, 1), ("rincr", ctypes.c_int, 1),
-        )
-        self.frames = 0  # frames synthesised so far, to find the block boundary
+    def __init__(self, path: Path):
+        fl = _fluid()
+        # The owner holds the soundfont and never plays. Dynamic loading reads only the samples of
+        # presets in use, and selecting the piano keeps those loaded (MuseScore_General: 1 s, not 12).
+        self.owner = fl.Synth(channels=16, **{"synth.dynamic-sample-loading": 1})
+        sfid = self.owner.sfload(str(path))
+        if sfid < 0:
+            raise MissingBackendError(f"FluidSynth could not load the soundfont {path}; it may be damaged.")
+        self.owner.program_select(0, sfid, 0, 0)
+        self.sfont = fl.get_sfont(self.owner.synth, sfid)
+        self.lock = threading.Lock()  # one render at a time touches the shared sample data
 
-    def _samples(self, n: int) -> np.ndarray:
-        """The next n frames, mixed to mono."""
-        stereo = np.zeros(2 * n, np.float32)
-        ptr = stereo.ctypes.data
-        self._write_float(self.synth.synth, n, ptr, 0, 2, ptr, 1, 2)
-        self.frames += n
-        return stereo.reshape(-1, 2).mean(axis=1)
-
-    def render(self, events: list[tuple[float, int, int, int, int]], end_s: float) -> np.ndarray:
+    def render(self, events: list[tuple[float, int, int, int, int]], end_s: float, sr: int) -> np.ndarray:
+        fl = _fluid()
         with self.lock:
-            s = self.synth
-            s.system_reset()
-            if self.frames % BLOCK:
-                self._samples(BLOCK - self.frames % BLOCK)
-            for ch in PIANO_CHANNELS:
-                s.program_select(ch, self.sfid, 0, 0)
-            chunks, cursor = [], 0
-            for t, kind, ch, a, b in events:
-                frame = int(round(t * self.sr))
-                if frame > cursor:
-                    chunks.append(self._samples(frame - cursor))
-                    cursor = frame
-                if kind == 0:
-                    s.noteoff(ch, a)
-                elif kind == 1:
-                    s.cc(ch, a, b)
-                else:
-                    s.noteon(ch, a, b)
-            total = int(round(end_s * self.sr))
-            if total > cursor:
-                chunks.append(self._samples(total - cursor))
+            synth = fl.Synth(samplerate=float(sr), gain=GAIN, channels=16)
+            sfid = fl.add_sfont(synth.synth, self.sfont)
+            try:
+                for ch in PIANO_CHANNELS:
+                    synth.program_select(ch, sfid, 0, 0)
+                chunks, cursor = [], 0
+                for t, kind, ch, a, b in events:
+                    frame = round(t * sr)
+                    if frame > cursor:
+                        chunks.append(_samples(fl, synth, frame - cursor))
+                        cursor = frame
+                    if kind == 0:
+                        synth.noteoff(ch, a)
+                    elif kind == 1:
+                        synth.cc(ch, a, b)
+                    else:
+                        synth.noteon(ch, a, b)
+                total = round(end_s * sr)
+                if total > cursor:
+                    chunks.append(_samples(fl, synth, total - cursor))
+            finally:
+                fl.remove_sfont(synth.synth, self.sfont)  # the synth must not free what it borrowed
+                synth.delete()
         return np.concatenate(chunks) if chunks else np.zeros(1, np.float32)
 
 
+def _samples(fl: SimpleNamespace, synth, n: int) -> np.ndarray:
+    """The next n frames, mixed to mono. Floats, because pyfluidsynth's 16-bit output is dithered
+    with a running noise table and so differs from render to render."""
+    stereo = np.zeros(2 * n, np.float32)
+    ptr = stereo.ctypes.data
+    fl.write_float(synth.synth, n, ptr, 0, 2, ptr, 1, 2)
+    return stereo.reshape(-1, 2).mean(axis=1)
+
+
 @functools.lru_cache(maxsize=4)
-def _synth(soundfont: Path, sr: int) -> _Synth:
-    return _Synth(soundfont, sr)
+def _soundfont(path: Path) -> _Soundfont:
+    return _Soundfont(path)
 
 
 def midi_events(pm: pretty_midi.PrettyMIDI) -> list[tuple[float, int, int, int, int]]:
@@ -163,4 +185,4 @@ def render(
     """Mono float32 audio of the piece played on a piano, at `sr`."""
     events = midi_events(pm)
     end = (events[-1][0] if events else 0.0) + RELEASE_TAIL_S
-    return _synth(find_soundfont(soundfont), sr).render(events, end)
+    return _soundfont(find_soundfont(soundfont)).render(events, end, sr)

@@ -16,14 +16,23 @@ import pretty_midi
 from pianoapp import constants
 from pianoapp.errors import MissingBackendError, SilentAudioError
 from pianoapp.io.audio import is_silent
+from pianoapp.io.midi import notes_to_midi
 
 OVERLAP_FRAMES = 30  # model frames shared by neighbouring windows, as in basic-pitch's predict
 BATCH_WINDOWS = 8  # windows (2 s each) per ONNX call
+# Tuned on rendered validation pieces (bench/transcription_f1.py); basic-pitch's own are 0.5 / 0.3 / 127.7.
+ONSET_THRESHOLD = 0.65
+FRAME_THRESHOLD = 0.4
+MIN_NOTE_MS = 58.0
 
 
 @functools.lru_cache(maxsize=1)
 def _basic_pitch():
     """(basic_pitch package, ONNX model). basic-pitch logs a warning per missing backend on import."""
+    missing = MissingBackendError(
+        "Transcription needs basic-pitch with onnxruntime; run "
+        "`pip install --no-deps basic-pitch && pip install onnxruntime mir_eval 'resampy<0.4.3'`."
+    )
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -32,18 +41,17 @@ def _basic_pitch():
             warnings.simplefilter("ignore")
             import basic_pitch
             from basic_pitch import inference, note_creation  # noqa: F401  (loads the submodules)
-    except ImportError as err:
-        raise MissingBackendError(
-            "Transcription needs basic-pitch and onnxruntime; run "
-            "`pip install --no-deps basic-pitch && pip install onnxruntime mir_eval 'resampy<0.4.3'`."
-        ) from err
+    except (ImportError, NameError) as err:  # with no backend at all, basic-pitch's __init__ fails by NameError
+        raise missing from err
     finally:
         root.setLevel(level)
-    # The ONNX file by path: with TensorFlow also installed (as on a Space), basic-pitch's default is TF.
-    model_path = os.path.join(os.path.dirname(basic_pitch.__file__), "saved_models", "icassp_2022", "nmp.onnx")
-    if not os.path.isfile(model_path):
-        raise MissingBackendError("basic-pitch's ONNX model is missing; install onnxruntime and reinstall basic-pitch.")
-    return basic_pitch, basic_pitch.inference.Model(model_path)
+    model_path = basic_pitch.ICASSP_2022_MODEL_PATH
+    if not str(model_path).endswith(".onnx") or not os.path.isfile(model_path):
+        raise missing
+    try:
+        return basic_pitch, basic_pitch.inference.Model(model_path)
+    except ValueError as err:  # basic-pitch's word for "no backend could load this model"
+        raise missing from err
 
 
 def activations(audio: np.ndarray, *, sr: int = constants.SAMPLE_RATE) -> dict[str, np.ndarray]:
@@ -67,33 +75,41 @@ def activations(audio: np.ndarray, *, sr: int = constants.SAMPLE_RATE) -> dict[s
 def decode(
     acts: dict[str, np.ndarray],
     *,
-    onset_threshold: float = 0.5,
-    frame_threshold: float = 0.3,
-    min_note_ms: float = 58.0,
+    onset_threshold: float = ONSET_THRESHOLD,
+    frame_threshold: float = FRAME_THRESHOLD,
+    min_note_ms: float = MIN_NOTE_MS,
+    melodia_trick: bool = False,
 ) -> pretty_midi.PrettyMIDI:
-    """Notes from `activations`, as one piano track."""
+    """Notes from `activations`, as one piano track.
+
+    basic-pitch's "melodia trick" (on in basic-pitch) also turns leftover frame energy without an
+    onset into notes; on piano that energy is mostly the decay of notes already found and their
+    overtones, so it adds wrong notes (bench/transcription_f1.py measures it).
+    """
     bp, _ = _basic_pitch()
     c = bp.constants
-    min_frames = int(round(min_note_ms / 1000 * c.AUDIO_SAMPLE_RATE / c.FFT_HOP))
+    min_frames = round(min_note_ms / 1000 * c.AUDIO_SAMPLE_RATE / c.FFT_HOP)
     # basic-pitch edits the arrays in place; copies keep `acts` reusable.
-    pm, _ = bp.note_creation.model_output_to_notes(
+    _, events = bp.note_creation.model_output_to_notes(
         {k: v.copy() for k, v in acts.items()},
         onset_thresh=onset_threshold, frame_thresh=frame_threshold, min_note_len=min_frames,
-        min_freq=27.5, max_freq=4200.0, include_pitch_bends=False, melodia_trick=True,
+        min_freq=27.5, max_freq=4200.0, include_pitch_bends=False, melodia_trick=melodia_trick,
     )
-    for inst in pm.instruments:
-        inst.program, inst.is_drum, inst.name = 0, False, "Piano (transcribed)"
-        inst.notes.sort(key=lambda n: (n.start, n.pitch))
-    return pm
+    notes = [
+        pretty_midi.Note(max(1, round(127 * amplitude)), int(pitch), float(start), float(end))
+        for start, end, pitch, amplitude, _ in events
+    ]
+    notes.sort(key=lambda n: (n.start, n.pitch))
+    return notes_to_midi({"Piano (transcribed)": notes})
 
 
 def transcribe(
     audio: np.ndarray,
     *,
     sr: int = constants.SAMPLE_RATE,
-    onset_threshold: float = 0.5,
-    frame_threshold: float = 0.3,
-    min_note_ms: float = 58.0,
+    onset_threshold: float = ONSET_THRESHOLD,
+    frame_threshold: float = FRAME_THRESHOLD,
+    min_note_ms: float = MIN_NOTE_MS,
 ) -> pretty_midi.PrettyMIDI:
     """A piano MIDI transcription of mono audio. Raises SilentAudioError when nothing is audible."""
     if is_silent(audio, sr):

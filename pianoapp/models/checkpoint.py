@@ -7,7 +7,6 @@ extra carries what the model is used with (the LM stores its tokenizer's `to_dic
 import dataclasses
 import json
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import pianoapp
-from pianoapp.errors import brief, CorruptFileError, NotAvailableError
+from pianoapp.errors import CorruptFileError, NotAvailableError, brief
 from pianoapp.models import registry
 
 WEIGHTS = "model.safetensors"
@@ -44,14 +43,12 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, *, config, extra: d
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def load_config(model_dir: str | os.PathLike) -> dict:

@@ -21,7 +21,7 @@ CAPABILITIES = {
         Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher"),
         Capability("continue", "Continuation", ("lm-small",), "the piano language model"),
         Capability("arrange", "Arrangement", ("lm-small", "arranger"), "the style-reference arranger"),
-        Capability("explore", "Explore", ("matcher", "bind"), "the encoders whose embeddings Explore plots"),
+        Capability("explore", "Explore", ("matcher", "bind"), "the matcher and search encoders"),
     )
 }
 
@@ -33,7 +33,7 @@ def missing_reason(name: str) -> str | None:
     if not missing:
         return None
     return (
-        f"{cap.title} is not available yet: {cap.issue} has not been trained and shipped "
+        f"{cap.title} is not available yet: it needs {cap.issue}, not trained and shipped yet "
         f"(missing models/{', models/'.join(missing)})."
     )
 

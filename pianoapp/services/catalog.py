@@ -4,29 +4,46 @@ import functools
 import json
 import re
 import struct
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pianoapp import constants
 
+_demo_lock = threading.Lock()
+
+
+def _demo_rows() -> tuple[dict, ...]:
+    with _demo_lock:  # loaded once even when a warm-up thread and the first visitor ask together
+        return _load_demo_rows()
+
 
 @functools.lru_cache(maxsize=1)
-def _demo_rows() -> tuple[dict, ...]:
+def _load_demo_rows() -> tuple[dict, ...]:
     from pianoapp.data.corpora import load_collection  # music21 is a slow import: only on first use
 
     return tuple(
-        {"id": it.item_id, "title": it.title, "composer": it.composer, "path": str(it.path)}
+        {"id": it.item_id, "title": it.title, "composer": it.composer, "style": _style(it.meta),
+         "path": str(it.path)}
         for it in load_collection("music21")
     )
 
 
+def _style(meta: dict) -> str:
+    """'Baroque chorale', 'Irish dance tune', 'Folk song' (not 'folk folk song')."""
+    style, form = meta.get("style", ""), meta.get("form", "")
+    text = form if style.lower() in form.lower() else f"{style} {form}".strip()
+    return text[:1].upper() + text[1:]
+
+
 def demo_collection(query: str = "") -> list[dict]:
-    """Rows (id, title, composer, path) of the music21 demo collection, keeping those whose title,
-    composer or id contain every word of `query` (plain word matching, not the learned text search)."""
+    """Rows (id, title, composer, style, path) of the music21 demo collection, keeping those whose
+    title, composer, style or id contain every word of `query` (plain word matching, not the learned
+    text search)."""
     words = query.lower().split()
     return [
         row for row in _demo_rows()
-        if all(w in f"{row['title']} {row['composer']} {row['id']}".lower() for w in words)
+        if all(w in f"{row['title']} {row['composer']} {row['style']} {row['id']}".lower() for w in words)
     ]
 
 
@@ -84,7 +101,8 @@ def _card_metrics(card: str) -> dict[str, str]:
     """The first Markdown table under a heading that mentions metrics: first column is the metric,
     the other columns are joined with their header names (e.g. "2.31 · baseline 2.80")."""
     lines = card.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("#") and "metric" in line.lower()), None)
+    start = next((i for i, line in enumerate(lines)
+                  if line.startswith("#") and "metric" in line.lower()), None)
     if start is None:
         return {}
     rows = []
@@ -102,13 +120,14 @@ def _card_metrics(card: str) -> dict[str, str]:
     metrics = {}
     for row in body:
         values = [f"{value} ({name})" if i and name else value
-                  for i, (name, value) in enumerate(zip(header[1:], row[1:])) if value]
+                  for i, (name, value) in enumerate(zip(header[1:], row[1:], strict=False)) if value]
         metrics[row[0]] = " · ".join(values)
     return metrics
 
 
 def _card_date(card: str) -> str | None:
-    match = re.search(r"^\W*date\W*[:|]\s*\**\s*([0-9]{4}-[0-9]{2}-[0-9]{2})", card, re.IGNORECASE | re.MULTILINE)
+    match = re.search(r"^\W*date\W*[:|]\s*\**\s*([0-9]{4}-[0-9]{2}-[0-9]{2})", card,
+                      re.IGNORECASE | re.MULTILINE)
     return match.group(1) if match else None
 
 

@@ -2,10 +2,14 @@
 recordings play back with their spectrogram.
 
 Previews are cached by file content, so the same upload (or the same demo item) is rendered once.
+The cache is bounded by the audio it holds; an evicted preview's WAV file is deleted with it.
 """
 
+import atexit
+import functools
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 from collections import OrderedDict
@@ -21,8 +25,7 @@ from pianoapp.io.files import check_file, file_kind
 from pianoapp.io.midi import piano_notes, read_midi, sustain_intervals
 from pianoapp.io.render import render
 
-PREVIEW_DIR = Path(tempfile.gettempdir()) / "pianoapp-previews"
-CACHE_SIZE = 32
+CACHE_AUDIO_BYTES = 256 * 2**20  # about 45 minutes of preview audio held in memory
 
 
 @dataclass(frozen=True)
@@ -50,16 +53,15 @@ def preview_file(path: str | os.PathLike) -> Preview:
     preview = _preview_audio(path, key) if kind == "audio" else _preview_symbolic(path, key)
     with _lock:
         _cache[key] = preview
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
+        while len(_cache) > 1 and sum(p.audio[1].nbytes for p in _cache.values()) > CACHE_AUDIO_BYTES:
+            _, evicted = _cache.popitem(last=False)
+            evicted.wav_path.unlink(missing_ok=True)
     return preview
 
 
 def _content_key(path: Path) -> str:
     # The suffix is part of the key: the same bytes named .mid and .xml are read differently.
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return f"{digest[:32]}{path.suffix.lower()}"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:32] + path.suffix.lower()
 
 
 def _preview_symbolic(path: Path, key: str) -> Preview:
@@ -72,23 +74,32 @@ def _preview_symbolic(path: Path, key: str) -> Preview:
         f"{_clock(max(n.end for n in notes))} · {len(notes):,} notes · "
         f"{pianoroll.note_name(low)}–{pianoroll.note_name(high)}" + (" · sustain pedal" if pedal else "")
     )
-    return Preview("midi", (constants.SAMPLE_RATE, audio), _write_wav(audio, key), pianoroll.piano_roll(pm), summary)
+    figure = pianoroll.piano_roll(pm)
+    return Preview("midi", (constants.SAMPLE_RATE, audio), _write_wav(audio, key), figure, summary)
 
 
 def _preview_audio(path: Path, key: str) -> Preview:
     audio = load_audio(path, sr=constants.SAMPLE_RATE)
-    summary = f"{_clock(audio.size / constants.SAMPLE_RATE)} recording · mono at {constants.SAMPLE_RATE / 1000:g} kHz"
+    seconds = audio.size / constants.SAMPLE_RATE
+    summary = f"{_clock(seconds)} · mono at {constants.SAMPLE_RATE / 1000:g} kHz"
     figure = pianoroll.spectrogram(audio, constants.SAMPLE_RATE)
     return Preview("audio", (constants.SAMPLE_RATE, audio), _write_wav(audio, key), figure, summary)
 
 
+@functools.cache
+def _preview_dir() -> Path:
+    """One folder per process, removed at exit, so processes never delete each other's files."""
+    folder = Path(tempfile.mkdtemp(prefix="pianoapp-previews-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def _write_wav(audio: np.ndarray, key: str) -> Path:
-    path = PREVIEW_DIR / f"{key.replace('.', '-')}.wav"
-    if not path.is_file():
-        # Written beside and renamed, so a concurrent request never serves half a file.
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.wav")
-        write_audio(tmp, audio, constants.SAMPLE_RATE)
-        os.replace(tmp, path)
+    path = _preview_dir() / f"{key.replace('.', '-')}.wav"
+    # Written beside and renamed, so a concurrent request never serves half a file.
+    tmp = path.with_suffix(f".{threading.get_ident()}.tmp.wav")
+    write_audio(tmp, audio, constants.SAMPLE_RATE)
+    os.replace(tmp, path)
     return path
 
 

@@ -34,7 +34,7 @@ def run(
 
     from pianoapp.models.registry import train_defaults  # torch: imported only when training
     from pianoapp.train.lm import LMRecipe
-    from pianoapp.train.trainer import apply_overrides, train, TrainConfig
+    from pianoapp.train.trainer import TrainConfig, apply_overrides, train
 
     name = f"{recipe}-{config}"
     train_config = apply_overrides(TrainConfig(**train_defaults(name)), overrides)

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pianoapp.data.sequences import Augment, load_pieces, TokenWindows
-from pianoapp.evaluate.lm import evaluate_lm, KINDS, token_nll
+from pianoapp.constants import DEFAULT_DATA_DIR
+from pianoapp.data.sequences import Augment, TokenWindows, load_pieces
+from pianoapp.errors import BadInputError
+from pianoapp.evaluate.lm import KINDS, evaluate_lm, token_nll
 from pianoapp.models.registry import build, get_config
 from pianoapp.tokenizer import Tokenizer
 from pianoapp.train.trainer import TrainConfig
@@ -30,7 +32,7 @@ def lm_items(split: str, *, data_dir: Path | None = None, max_items: int = 0) ->
     items = [
         item
         for item in load_items(COLLECTIONS, data_dir=data_dir, split=split)
-        if Path(item.path).suffix.lower() in (".mid", ".midi") and Path(item.path).name != "midi_score.mid"
+        if item.collection != "asap" or item.meta.get("kind") == "performance"
     ]
     if max_items and len(items) > max_items:
         items = [items[i] for i in np.linspace(0, len(items) - 1, max_items).round().astype(int)]
@@ -38,7 +40,15 @@ def lm_items(split: str, *, data_dir: Path | None = None, max_items: int = 0) ->
 
 
 def lm_pieces(split: str, *, data_dir: Path | None = None, max_items: int = 0) -> list[np.ndarray]:
-    return load_pieces([Path(item.path) for item in lm_items(split, data_dir=data_dir, max_items=max_items)])
+    """The notes of each readable file of `lm_items`, empty files left out."""
+    paths = [Path(item.path) for item in lm_items(split, data_dir=data_dir, max_items=max_items)]
+    pieces = [piece for piece in load_pieces(paths) if len(piece)]
+    if not pieces:
+        raise BadInputError(
+            f"No readable ASAP or POP909 files in the {split} split of {data_dir or DEFAULT_DATA_DIR}; "
+            "pass --data with the folder that holds asap/ and pop909/."
+        )
+    return pieces
 
 
 class LMRecipe:
@@ -87,29 +97,28 @@ class LMRecipe:
                              max_items=self.config.max_items)
         counts = {split: len(lm_items(split, data_dir=self.data_dir, max_items=self.config.max_items))
                   for split in ("train", "val", "test")}
-        rows = [f"| all | {result['tokens']:,} | {result['nll']:.3f} | {result['ngram_nll']:.3f} | "
-                f"{result['ratio']:.3f} |"]
-        rows += [f"| {kind} | {r['tokens']:,} | {r['nll']:.3f} | {r['ngram_nll']:.3f} | {r['ratio']:.3f} |"
-                 for kind, r in result["by_kind"].items()]
-        text = "\n".join([
-            "## Data",
-            "",
-            "ASAP human performances (Disklavier, sustain pedal folded into durations) and POP909 songs "
-            "(melody, bridge and piano tracks as one piano part). Piece-disjoint splits; files per split: "
-            + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".",
-            "Training samples are random windows, augmented by ±5 semitones, ±20% tempo and ±10 velocity "
-            f"(Aria), {self.model_config.context_len} tokens each; tokenizer version {self.tokenizer.VERSION}, "
-            f"{self.tokenizer.vocab_size} tokens.",
-            "",
-            f"## Evaluation ({result['split']} split, {result['windows']} unaugmented windows, seed {result['seed']})",
-            "",
-            "NLL per token (nats) of this model and of an interpolated Kneser-Ney 4-gram fit on "
-            f"{result['ngram']['train_windows']} training windows; ratio < 1 means the model beats the n-gram.",
-            "",
-            "| tokens | count | model NLL | 4-gram NLL | ratio |",
-            "|---|---|---|---|---|",
-            *rows,
-        ])
+        rows = [("all", result), *result["by_kind"].items()]
+        table = "\n".join(
+            f"| {kind} | {r['tokens']:,} | {r['nll']:.3f} | {r['ngram_nll']:.3f} | {r['ratio']:.3f} |" for kind, r in rows
+        )
+        files = ", ".join(f"{split} {n:,}" for split, n in counts.items())
+        tok = self.tokenizer
+        text = f"""## Data
+
+ASAP human performances (Disklavier, sustain pedal folded into durations) and POP909 songs (melody,
+bridge and piano tracks as one piano part). Piece-disjoint splits; files per split: {files}.
+Training samples are random windows of {self.model_config.context_len} tokens, augmented by ±5
+semitones, ±20% tempo and ±10 velocity (as Aria); tokenizer version {tok.VERSION}, {tok.vocab_size} tokens.
+
+## Evaluation ({result['split']} split, {result['windows']} unaugmented windows, seed {result['seed']})
+
+NLL per token (nats) of this model and of an interpolated Kneser-Ney 4-gram fit on
+{result['ngram']['train_windows']} training windows; a ratio below 1 means the model beats the n-gram.
+
+| tokens | count | model NLL | 4-gram NLL | ratio |
+|---|---|---|---|---|
+{table}
+"""
         metrics = {f"test_{k}": result[k] for k in ("nll", "ngram_nll", "ratio", "perplexity")}
         metrics.update({f"test_nll_{kind}": result["by_kind"][kind]["nll"] for kind in KINDS
                         if kind in result["by_kind"]})

@@ -184,7 +184,7 @@ def train(recipe: Recipe, config: TrainConfig, *, out_dir: Path, run_dir: Path, 
     state = {"step": 0, "tokens_seen": 0, "train_seconds": 0.0}
     last = run_dir / "last.pt"
     if last.is_file():
-        saved = torch.load(last, map_location=device, weights_only=False)
+        saved = torch.load(last, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"]["cpu"])
@@ -208,7 +208,6 @@ def train(recipe: Recipe, config: TrainConfig, *, out_dir: Path, run_dir: Path, 
         ),
         num_workers=workers,
         pin_memory=cuda,
-        persistent_workers=False,
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else nullcontext()
 
@@ -233,18 +232,19 @@ def train(recipe: Recipe, config: TrainConfig, *, out_dir: Path, run_dir: Path, 
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_loss, step_tokens = 0.0, 0
+            step_loss, step_tokens = torch.zeros((), device=device), 0
             for micro in range(config.grad_accum):
                 batch = to_device(next(batches), device)
                 sync = micro == config.grad_accum - 1 or env.world_size == 1
                 with (nullcontext() if sync else wrapped.no_sync()), autocast:
                     loss, tokens = recipe.loss(wrapped, batch)
                 (loss / config.grad_accum).backward()
-                step_loss += loss.item() / config.grad_accum
+                step_loss += loss.detach() / config.grad_accum
                 step_tokens += int(tokens)
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            step_loss = step_loss.item()
 
             state["step"] = step + 1
             state["tokens_seen"] += step_tokens * env.world_size  # rank 0's count, times the ranks
@@ -279,6 +279,7 @@ def train(recipe: Recipe, config: TrainConfig, *, out_dir: Path, run_dir: Path, 
         (out_dir / "MODEL_CARD.md").write_text(card)
     if env.world_size > 1:
         dist.barrier()
+        dist.destroy_process_group()
     return out_dir
 
 
@@ -324,7 +325,8 @@ class RunLog:
 
 def model_card(name: str, config: TrainConfig, state: dict, val: dict, metrics: dict, report: str, *,
                params: int, hardware: str, command: str) -> str:
-    hours = state["train_seconds"] / 3600
+    seconds = state["train_seconds"]
+    duration = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
     lines = [
         f"# {name}",
         "",
@@ -332,7 +334,7 @@ def model_card(name: str, config: TrainConfig, state: dict, val: dict, metrics: 
         f"- Command: `{command or '(called from Python)'}`",
         f"- Parameters: {params:,}",
         f"- Steps: {state['step']:,}; tokens seen: {state['tokens_seen']:,}",
-        f"- Training time: {hours:.2f} h on {hardware}",
+        f"- Training time: {duration} on {hardware}",
         "",
         report.strip(),
         "",

@@ -2,10 +2,12 @@
 models load on first use, so the page is up in seconds."""
 
 import os
+import threading
 
 import gradio as gr
 
 from pianoapp import constants
+from pianoapp.services.catalog import demo_collection
 from pianoapp.ui import arrange, continue_, explore, match, models, search
 
 CONCURRENCY = 2  # rendering and models are CPU-bound; more parallel jobs only slow each other on small hosts
@@ -22,15 +24,22 @@ CSS = """
 .block.notice { padding: 0.6em 1em; border-radius: 8px; background: var(--color-accent-soft);
                 border-left: 4px solid var(--color-accent); }
 .notice p { margin: 0; }
-table td, table th { font-family: var(--font) !important; }
+.plain-table * { font-family: var(--font) !important; }  /* Gradio draws cells in monospace */
 .preview-status p { margin: 0.3em 0; color: var(--body-text-color-subdued); }
+.preview-status blockquote { margin: 0.3em 0; padding: 0.5em 0.9em; border-radius: 8px;
+                             border-left: 4px solid var(--error-border-color);
+                             background: var(--error-background-fill); }
+.preview-status blockquote p { color: var(--error-text-color); }
 """
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="Pianoapp") as demo:
+    # Uploads and rendered previews pile up in Gradio's cache on a long-running host: hourly, drop
+    # files older than six hours.
+    with gr.Blocks(title="Pianoapp", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(
-            "# Pianoapp\nFind, match, continue and arrange piano music, from recordings, MIDI files and scores.",
+            "# Pianoapp\n"
+            "Find, match, continue and arrange piano music, from recordings, MIDI files and scores.",
             elem_classes="app-header",
         )
         with gr.Tabs():
@@ -48,6 +57,11 @@ def build_app() -> gr.Blocks:
                 models.build(demo)
     demo.queue(default_concurrency_limit=CONCURRENCY)
     return demo
+
+
+def warm_up() -> None:
+    """Load the demo collection in the background, so the first visitor's Search table is ready sooner."""
+    threading.Thread(target=demo_collection, name="warm-up", daemon=True).start()
 
 
 def launch_options() -> dict:

@@ -30,6 +30,11 @@ def user_message(err: Exception) -> str:
     return GENERIC_ERROR
 
 
+def warning_line(message: str) -> str:
+    """A status line for a failure: the sentence as is, drawn as a warning by the app's CSS."""
+    return f"> ⚠ {message}"
+
+
 def explain(text: str) -> gr.Markdown:
     return gr.Markdown(text, elem_classes="tab-intro")
 
@@ -75,7 +80,7 @@ def show_preview(path: str | None) -> tuple:
     except Exception as err:  # noqa: BLE001 - every failure becomes one sentence on the page
         message = user_message(err)
         gr.Warning(message)
-        return hidden, hidden, f"⚠ {message}"
+        return hidden, hidden, warning_line(message)
     return (
         gr.update(value=str(preview.wav_path), visible=True),
         gr.update(value=preview.figure, visible=True),
@@ -86,7 +91,7 @@ def show_preview(path: str | None) -> tuple:
 def file_preview(label: str, *kinds: str) -> gr.File:
     """An upload box that previews what is dropped on it, with any matching demo files as examples."""
     suffixes = [s for kind in kinds for s in SUFFIXES[kind]]
-    upload = gr.File(label=label, file_types=suffixes, type="filepath", height=120)
+    upload = gr.File(label=label, file_types=suffixes, type="filepath", height=140)
     examples = asset_examples(*kinds)
     if examples:
         gr.Examples([[p] for p in examples], inputs=upload, label="Demo files", examples_per_page=6)

@@ -15,10 +15,11 @@ def build(demo: gr.Blocks) -> None:
         refresh = gr.Button("Refresh", size="sm", variant="secondary", scale=0, min_width=100)
     empty = gr.Markdown(visible=False)
     table = gr.Dataframe(headers=HEADERS, datatype=["str", "str", "str", "markdown", "str"],
-                         interactive=False, wrap=True, column_widths=["14%", "10%", "11%", "53%", "12%"])
+                         interactive=False, wrap=True, column_widths=["14%", "10%", "11%", "53%", "12%"],
+                         elem_classes="plain-table")
     gr.Markdown("### What each capability needs")
     capabilities = gr.Dataframe(headers=["Capability", "Needs", "Status"], interactive=False,
-                                column_widths=["30%", "40%", "30%"])
+                                column_widths=["30%", "40%", "30%"], elem_classes="plain-table")
     outputs = [table, empty, capabilities]
     demo.load(model_rows, outputs=outputs)
     refresh.click(model_rows, outputs=outputs)
@@ -35,7 +36,8 @@ def model_rows() -> tuple:
         value="No trained models yet: train one with `pianoapp train lm --config small`.", visible=not models
     )
     status = [
-        [c.title, ", ".join(f"models/{m}" for m in c.models), "not trained yet" if missing_reason(name) else "ready"]
+        [c.title, ", ".join(f"models/{m}" for m in c.models),
+         "not trained yet" if missing_reason(name) else "ready"]
         for name, c in CAPABILITIES.items()
     ]
     return gr.update(value=rows, visible=bool(models)), empty, status

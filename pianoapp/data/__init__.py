@@ -1,0 +1,1 @@
+"""Training and demo data: corpora, piece-disjoint splits, attributes from notes, captions."""
