@@ -21,17 +21,16 @@ import random
 import time
 from pathlib import Path
 
-import mir_eval
 import numpy as np
 import pretty_midi
 
 from pianoapp import constants
 from pianoapp.data.corpora import load_items
+from pianoapp.evaluate.transcription import onset_scores, sounded_notes
 from pianoapp.io import transcribe as tr
-from pianoapp.io.midi import piano_notes, read_midi
+from pianoapp.io.midi import read_midi
 from pianoapp.io.render import list_soundfonts, render
 
-ONSET_TOLERANCE_S = 0.05
 COLLECTIONS = ("asap", "pop909", "nottingham")  # picked in turn
 BASIC_PITCH = {"onset_threshold": 0.5, "frame_threshold": 0.3, "min_note_ms": tr.MIN_NOTE_MS, "melodia_trick": True}
 TUNED = {"onset_threshold": tr.ONSET_THRESHOLD, "frame_threshold": tr.FRAME_THRESHOLD, "min_note_ms": tr.MIN_NOTE_MS}
@@ -67,27 +66,9 @@ def excerpt(pm: pretty_midi.PrettyMIDI, seconds: float) -> pretty_midi.PrettyMID
     return out
 
 
-def reference(pm: pretty_midi.PrettyMIDI) -> list[pretty_midi.Note]:
-    """Sounded notes: pedal folded in, unisons within the onset tolerance merged."""
-    notes, last_onset = [], {}
-    for n in piano_notes(pm):
-        if n.start - last_onset.get(n.pitch, -np.inf) >= ONSET_TOLERANCE_S:
-            notes.append(n)
-            last_onset[n.pitch] = n.start
-    return notes
-
-
-def onset_prf(ref: list[pretty_midi.Note], est: list[pretty_midi.Note]) -> tuple[float, float, float]:
-    def arrays(notes):
-        onsets = np.array([n.start for n in notes], dtype=float).reshape(-1)
-        intervals = np.stack([onsets, onsets + 0.1], axis=1)  # offsets are ignored; mir_eval needs some
-        return intervals, pretty_midi.note_number_to_hz(np.array([n.pitch for n in notes], dtype=float))
-
-    (ri, rp), (ei, ep) = arrays(ref), arrays(est)
-    p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE_S, offset_ratio=None
-    )
-    return p, r, f
+def _prf(ref, est) -> tuple[float, float, float]:
+    s = onset_scores(ref, est)
+    return s["precision"], s["recall"], s["f1"]
 
 
 def main() -> None:
@@ -111,16 +92,16 @@ def main() -> None:
         tuned = tr.decode(acts, **TUNED).instruments[0].notes
         transcribe_s += time.perf_counter() - t
         audio_s += audio.size / constants.SAMPLE_RATE
-        ref = reference(pm)
-        before = onset_prf(ref, tr.decode(acts, **BASIC_PITCH).instruments[0].notes)
-        after = onset_prf(ref, tuned)
+        ref = sounded_notes(pm)
+        before = _prf(ref, tr.decode(acts, **BASIC_PITCH).instruments[0].notes)
+        after = _prf(ref, tuned)
         pieces.append((ref, acts))
         print(f"{item.item_id[:48]:48s} {font:18s} {len(ref):5d}   "
               f"{before[0]:.2f} {before[1]:.2f} {before[2]:.3f}      {after[0]:.2f} {after[1]:.2f} {after[2]:.3f}",
               flush=True)
 
     def mean_prf(settings: dict) -> np.ndarray:
-        return np.mean([onset_prf(ref, tr.decode(acts, **settings).instruments[0].notes)
+        return np.mean([_prf(ref, tr.decode(acts, **settings).instruments[0].notes)
                         for ref, acts in pieces], axis=0)
 
     for name, settings in (("basic-pitch settings", BASIC_PITCH), ("tuned defaults", TUNED)):

@@ -180,6 +180,11 @@ def test_silent_recording(tmp_path):
     one_sentence(err.value)
 
 
+def test_very_short_recording_transcribes_to_nothing():
+    click = tone(0.002, SR)  # 2 ms: shorter than one frame of the model
+    assert transcribe(click).instruments[0].notes == []
+
+
 def test_nan_audio(tmp_path):
     audio = tone(1.0, SR)
     audio[1000:1010] = np.nan

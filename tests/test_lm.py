@@ -214,6 +214,21 @@ def test_kneser_ney_is_a_distribution(history):
     assert p.min() > 0
 
 
+@pytest.mark.parametrize("history", [[0, 1, 3], [0, 1, 3, 2], [0, 2, 4, 2, 4, 1], [0]])
+def test_grammar_aware_kneser_ney_is_a_distribution_within_the_next_class(history):
+    # Tokens 1, 2 (class 1) and 3, 4 (class 2) alternate, as note and onset tokens do.
+    classes = np.array([0, 1, 1, 2, 2, 0])
+    rng = np.random.default_rng(0)
+    seqs = [[0] + [int(rng.choice([1, 2]) if i % 2 == 0 else rng.choice([3, 4])) for i in range(30)] for _ in range(5)]
+    model = KneserNey(order=3, classes=classes).fit(seqs, vocab_size=6)
+    next_class = 2 if classes[history[-1]] == 1 else 1
+    members = np.flatnonzero(classes == next_class)
+    p = np.exp(-np.array([model.nll([history + [int(w)]])[-1] for w in members]))
+    assert math.isclose(p.sum(), 1.0, abs_tol=1e-9)
+    plain = KneserNey(order=3).fit(seqs, vocab_size=6)
+    assert p.sum() > np.exp(-np.array([plain.nll([history + [int(w)]])[-1] for w in members])).sum()
+
+
 def test_kneser_ney_learns_a_pattern():
     model = KneserNey(order=4).fit([[0] + [1, 2, 3, 4] * 20], vocab_size=6)
     nll = model.nll([[0, 1, 2, 3, 4, 1, 2, 3]])

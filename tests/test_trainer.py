@@ -60,6 +60,8 @@ def test_overrides_are_typed():
         apply_overrides(TrainConfig(), {"batch_size": 2.5})
     with pytest.raises(BadInputError, match="bool"):
         apply_overrides(TrainConfig(), {"amp": "maybe"})
+    with pytest.raises(BadInputError, match="at least 1"):
+        apply_overrides(TrainConfig(), {"batch_size": 0})
 
 
 def test_unknown_and_unbuilt_recipes_say_so(tmp_path):

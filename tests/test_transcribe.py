@@ -1,30 +1,16 @@
 """Transcription with basic-pitch's ONNX model: rendered piano comes back as the notes that were played."""
 
-import mir_eval
 import numpy as np
-import pretty_midi
 import pytest
 
 from pianoapp import constants
+from pianoapp.evaluate.transcription import onset_scores
 from pianoapp.io.audio import load_audio
 from pianoapp.io.midi import piano_notes, read_midi
 from pianoapp.io.render import render
 from pianoapp.io.transcribe import activations, decode, transcribe
 
 SR = constants.SAMPLE_RATE
-
-
-def onset_match(ref: list[pretty_midi.Note], est: list[pretty_midi.Note]) -> tuple[float, float]:
-    """(note-onset F1 at 50 ms, pitch must match; mean |onset error| of the matched notes in seconds)."""
-    def arrays(notes):
-        onsets = np.array([n.start for n in notes])
-        return np.stack([onsets, onsets + 0.1], 1), pretty_midi.note_number_to_hz(np.array([n.pitch for n in notes]))
-
-    (ri, rp), (ei, ep) = arrays(ref), arrays(est)
-    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=0.05, offset_ratio=None)
-    f1 = 2 * len(pairs) / (len(ref) + len(est))
-    error = float(np.mean([abs(ri[i, 0] - ei[j, 0]) for i, j in pairs])) if pairs else 1.0
-    return f1, error
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +22,18 @@ def mozart(assets_dir):
 def test_recording_transcribes_to_the_notes_it_was_rendered_from(mozart):
     audio, pm = mozart
     est = transcribe(audio).instruments[0].notes
-    f1, error = onset_match(piano_notes(pm), est)
-    assert f1 >= 0.9  # 0.96 when measured; basic-pitch's own settings give 0.896
-    assert error < 0.025  # onsets land where the notes were played, not a frame or two late
+    scores = onset_scores(piano_notes(pm), est)
+    assert scores["f1"] >= 0.9  # 0.96 when measured; basic-pitch's own settings give 0.896
+    assert scores["onset_error_s"] < 0.025  # onsets land where the notes were played, not a frame or two late
 
 
 def test_render_then_transcribe_at_another_rate(assets_dir):
     """Bach chorale rendered at 44.1 kHz with another soundfont: the rate is handled, the notes come back."""
     pm = read_midi(assets_dir / "bach_chorale_bwv66.6.mid")
     audio = render(pm, sr=44_100, soundfont="FluidR3_GM")
-    f1, error = onset_match(piano_notes(pm), transcribe(audio, sr=44_100).instruments[0].notes)
-    assert f1 >= 0.8
-    assert error < 0.025
+    scores = onset_scores(piano_notes(pm), transcribe(audio, sr=44_100).instruments[0].notes)
+    assert scores["f1"] >= 0.8
+    assert scores["onset_error_s"] < 0.025
 
 
 def test_output_is_one_piano_track(mozart):

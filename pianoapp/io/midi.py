@@ -46,6 +46,8 @@ def _read_midi_file(path: Path) -> pretty_midi.PrettyMIDI:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pretty_midi warns on harmless oddities (type-0 tempo events)
             return pretty_midi.PrettyMIDI(str(path))
+    except ZeroDivisionError as err:
+        raise CorruptFileError(f"{path.name} has a tempo of zero, which no player can follow.") from err
     except Exception as err:  # mido raises many types for malformed files
         raise CorruptFileError(f"{path.name} is a damaged MIDI file and cannot be read ({brief(err)}).") from err
 
@@ -175,6 +177,7 @@ def write_midi(pm: pretty_midi.PrettyMIDI, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         pm.write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a written MIDI is for sharing
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

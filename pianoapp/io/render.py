@@ -112,10 +112,11 @@ class _Soundfont:
         self.owner = fl.Synth(channels=16, **{"synth.dynamic-sample-loading": 1})
         sfid = self.owner.sfload(str(path))
         if sfid < 0:
+            self.owner.delete()
             raise MissingBackendError(f"FluidSynth could not load the soundfont {path}; it may be damaged.")
         self.owner.program_select(0, sfid, 0, 0)
         self.sfont = fl.get_sfont(self.owner.synth, sfid)
-        self.lock = threading.Lock()  # one render at a time touches the shared sample data
+        self.lock = threading.Lock()  # FluidSynth does not promise that synthesizers may share it at once
 
     def render(self, events: list[tuple[float, int, int, int, int]], end_s: float, sr: int) -> np.ndarray:
         fl = _fluid()

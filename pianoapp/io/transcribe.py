@@ -89,12 +89,16 @@ def decode(
     bp, _ = _basic_pitch()
     c = bp.constants
     min_frames = round(min_note_ms / 1000 * c.AUDIO_SAMPLE_RATE / c.FFT_HOP)
-    # basic-pitch edits the arrays in place; copies keep `acts` reusable.
-    _, events = bp.note_creation.model_output_to_notes(
-        {k: v.copy() for k, v in acts.items()},
-        onset_thresh=onset_threshold, frame_thresh=frame_threshold, min_note_len=min_frames,
-        min_freq=27.5, max_freq=4200.0, include_pitch_bends=False, melodia_trick=melodia_trick,
-    )
+    events = []
+    if len(acts["note"]) > min_frames:  # shorter audio cannot hold a note (and trips basic-pitch up)
+        # basic-pitch edits the arrays in place; copies keep `acts` reusable. When no frame ever
+        # rises (no note anywhere) its onset inference divides 0 by 0; quiet that warning.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _, events = bp.note_creation.model_output_to_notes(
+                {k: v.copy() for k, v in acts.items()},
+                onset_thresh=onset_threshold, frame_thresh=frame_threshold, min_note_len=min_frames,
+                include_pitch_bends=False, melodia_trick=melodia_trick,  # no pitch limits: its 88 keys are the piano's
+            )
     notes = [
         pretty_midi.Note(max(1, round(127 * amplitude)), int(pitch), float(start), float(end))
         for start, end, pitch, amplitude, _ in events

@@ -1,4 +1,4 @@
-"""Models: plain nn.Modules, each with a config dataclass, built by name through the registry."""
+"""Models: plain nn.Modules, each with a config dataclass, built by name through `registry`."""
 
 from pianoapp.models.lm import LMConfig, PianoLM
 

@@ -12,6 +12,7 @@ from importlib import resources
 from torch import nn
 
 from pianoapp.errors import BadInputError
+from pianoapp.models import FAMILIES
 
 
 @cache
@@ -24,12 +25,6 @@ def _specs() -> dict[str, dict]:
     return specs
 
 
-def _families() -> dict:
-    from pianoapp.models import FAMILIES  # the package registers its families after importing this module
-
-    return FAMILIES
-
-
 def list_configs(family: str | None = None) -> list[str]:
     return [name for name, spec in _specs().items() if family is None or spec["family"] == family]
 
@@ -38,7 +33,8 @@ def _spec(name: str) -> dict:
     try:
         return _specs()[name]
     except KeyError:
-        raise BadInputError(f"There is no model config named {name!r}; choose one of {', '.join(list_configs())}.")
+        choices = ", ".join(list_configs())
+        raise BadInputError(f"There is no model config named {name!r}; choose one of {choices}.") from None
 
 
 def family_of(name: str) -> str:
@@ -47,7 +43,7 @@ def family_of(name: str) -> str:
 
 def config_from_dict(family: str, fields: dict):
     """The family's config dataclass from plain fields (as stored in a checkpoint's config.json)."""
-    config_cls, _ = _families()[family]
+    config_cls, _ = FAMILIES[family]
     return config_cls(**fields)
 
 
@@ -62,19 +58,17 @@ def train_defaults(name: str) -> dict:
     return dict(_spec(name).get("train", {}))
 
 
-def build(config) -> nn.Module:
-    """A freshly initialised module for a config dataclass of any registered family."""
-    for config_cls, module_cls in _families().values():
-        if type(config) is config_cls:
-            return module_cls(config)
-    raise TypeError(f"{type(config).__name__} is not a registered model config")
-
-
 def family_of_config(config) -> str:
-    for family, (config_cls, _) in _families().items():
+    for family, (config_cls, _) in FAMILIES.items():
         if type(config) is config_cls:
             return family
     raise TypeError(f"{type(config).__name__} is not a registered model config")
+
+
+def build(config) -> nn.Module:
+    """A freshly initialised module for a config dataclass of any registered family."""
+    _, module_cls = FAMILIES[family_of_config(config)]
+    return module_cls(config)
 
 
 def build_model(name: str, **overrides) -> nn.Module:

@@ -112,8 +112,9 @@ semitones, ±20% tempo and ±10 velocity (as Aria); tokenizer version {tok.VERSI
 
 ## Evaluation ({result['split']} split, {result['windows']} unaugmented windows, seed {result['seed']})
 
-NLL per token (nats) of this model and of an interpolated Kneser-Ney 4-gram fit on
-{result['ngram']['train_windows']} training windows; a ratio below 1 means the model beats the n-gram.
+NLL per token (nats) of this model and of an interpolated Kneser-Ney 4-gram (normalised over the
+token kind the grammar allows next) fit on {result['ngram']['train_windows']} training windows; a ratio
+below 1 means the model beats the n-gram.
 
 | tokens | count | model NLL | 4-gram NLL | ratio |
 |---|---|---|---|---|

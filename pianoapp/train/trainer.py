@@ -52,17 +52,21 @@ class TrainConfig:
     max_items: int = 0  # cap on the pieces a recipe loads per split (smoke runs); 0 = all
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
 
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "eval_windows"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"Training setting {name} must be at least 1, not {getattr(self, name)}.")
+
 
 def apply_overrides(config: TrainConfig, overrides: dict | None) -> TrainConfig:
     """A copy of config with the given fields replaced; strings are converted to the field's type."""
     if not overrides:
         return config
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     types_ = typing.get_type_hints(TrainConfig)
     values = {}
     for key, value in overrides.items():
-        if key not in fields:
-            raise BadInputError(f"{key!r} is not a training setting; use one of {', '.join(fields)}.")
+        if key not in types_:
+            raise BadInputError(f"{key!r} is not a training setting; use one of {', '.join(types_)}.")
         kind = types_[key]
         try:
             if kind is bool and isinstance(value, str):
@@ -76,7 +80,7 @@ def apply_overrides(config: TrainConfig, overrides: dict | None) -> TrainConfig:
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                 raise ValueError(value)
         except ValueError:
-            raise BadInputError(f"Training setting {key} must be a {kind.__name__}, not {value!r}.") from None
+            raise BadInputError(f"Training setting {key} takes {kind.__name__} values, not {value!r}.") from None
         values[key] = value
     return dataclasses.replace(config, **values)
 
