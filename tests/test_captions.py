@@ -8,6 +8,7 @@ import pytest
 from pianoapp.data.attributes import note_attributes
 from pianoapp.data.captions import TEMPLATES, WORDINGS, captions, describe, template_fields
 from pianoapp.data.corpora import load_collection
+from pianoapp.errors import EmptyMidiError
 from pianoapp.io.midi import piano_notes, read_midi
 
 
@@ -19,7 +20,11 @@ def notes_of(path):
 def items(data_dir):
     wanted = {
         "pop909": ["pop909/001", "pop909/758"],
-        "asap": ["asap/Chopin/Ballades/1/midi_score", "asap/Bach/Fugue/bwv_846/Shi05M", "asap/Bach/Fugue/bwv_846/midi_score"],
+        "asap": [
+            "asap/Chopin/Ballades/1/midi_score",
+            "asap/Bach/Fugue/bwv_846/Shi05M",
+            "asap/Bach/Fugue/bwv_846/midi_score",
+        ],
         "nottingham": ["nottingham/waltzes10", "nottingham/jigs61"],
     }
     by_id = {}
@@ -49,7 +54,9 @@ def test_texture_register_dynamics(attrs, data_dir):
     assert lead_sheet["texture"] != "monophonic" and lead_sheet["mean_pitch"] < melody["mean_pitch"]
     assert lead_sheet["dynamics"] == "unmarked"  # every note at velocity 90 says nothing about loudness
     assert attrs["asap/Bach/Fugue/bwv_846/Shi05M"]["dynamics"] in ("soft", "medium", "loud")
-    assert attrs["asap/Bach/Fugue/bwv_846/midi_score"]["texture"] == "polyphonic"  # a fugue: voices struck apart
+    assert (
+        attrs["asap/Bach/Fugue/bwv_846/midi_score"]["texture"] == "polyphonic"
+    )  # a fugue: voices struck apart
 
 
 def test_chorale_is_homophonic():
@@ -76,7 +83,7 @@ def test_other_attributes(attrs):
     assert a["density"] == pytest.approx(a["n_notes"] / a["duration_s"], rel=0.05)
     assert a["density_word"] == "dense" and attrs["nottingham/waltzes10"]["density_word"] != "dense"
     assert a["pitch_min"] < a["mean_pitch"] < a["pitch_max"]
-    with pytest.raises(ValueError):
+    with pytest.raises(EmptyMidiError, match="no notes"):
         note_attributes([])
 
 
@@ -95,6 +102,7 @@ def test_train_and_eval_pools_are_disjoint():
     assert not set(TEMPLATES["train"]) & set(TEMPLATES["eval"])
     for concept, (train, evaluation) in WORDINGS.items():
         assert train and evaluation and not set(train) & set(evaluation), concept
+
     # Templates with the same slots could differ by punctuation only: compare their words.
     def shape(template):
         return tuple(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", "", template)))
@@ -117,19 +125,30 @@ def test_captions_describe_the_music_and_never_leak_paths(items, attrs):
     for item_id, item in items.items():
         texts = [c for seed in range(4) for c in captions(item, attrs[item_id], n=6, seed=seed)]
         joined = " ".join(texts).lower()
-        for leak in (str(item.path), item.path.name, item.path.stem, item.item_id, ".mid", "/" + item.collection):
+        for leak in (
+            str(item.path),
+            item.path.name,
+            item.path.stem,
+            item.item_id,
+            ".mid",
+            "/" + item.collection,
+        ):
             assert leak.lower() not in joined, (item_id, leak)
         assert all(not t[0].islower() and t.endswith(".") and "{" not in t for t in texts)
     pop = " ".join(captions(items["pop909/001"], attrs["pop909/001"], n=12, seed=0))
     assert "Chinese pop" in pop
-    assert "Mandopop" in " ".join(captions(items["pop909/001"], attrs["pop909/001"], n=12, seed=0, split="eval")) or (
-        "C-pop" in " ".join(captions(items["pop909/001"], attrs["pop909/001"], n=12, seed=0, split="eval"))
+    assert "Mandopop" in " ".join(
+        captions(items["pop909/001"], attrs["pop909/001"], n=12, seed=0, split="eval")
+    ) or ("C-pop" in " ".join(captions(items["pop909/001"], attrs["pop909/001"], n=12, seed=0, split="eval")))
+    ballade = " ".join(
+        captions(items["asap/Chopin/Ballades/1/midi_score"], attrs["asap/Chopin/Ballades/1/midi_score"], n=12)
     )
-    ballade = " ".join(captions(items["asap/Chopin/Ballades/1/midi_score"], attrs["asap/Chopin/Ballades/1/midi_score"], n=12))
     assert "Romantic ballade" in ballade and "G minor" in ballade and "Chopin" in ballade
     waltz = " ".join(captions(items["nottingham/waltzes10"], attrs["nottingham/waltzes10"], n=12))
     assert "waltz" in waltz and "3/4" in waltz and "Waltz 10" not in waltz  # the title is only a file number
-    minor_moods = set(WORDINGS["mood:minor-moderate"][0] + WORDINGS["mood:minor-slow"][0] + WORDINGS["mood:minor-fast"][0])
+    minor_moods = set(
+        WORDINGS["mood:minor-moderate"][0] + WORDINGS["mood:minor-slow"][0] + WORDINGS["mood:minor-fast"][0]
+    )
     assert any(mood in ballade.lower() for mood in minor_moods)
 
 

@@ -60,10 +60,17 @@ def test_asap_groups_performances_and_score_by_piece(everything, data_dir):
         assert kinds["score"] >= 1 and kinds["performance"] >= 1
         assert len({(i.title, i.composer) for i in piece_items}) == 1
     fugue = pieces["asap/Bach/Fugue/bwv_846"]
-    assert {i.item_id for i in fugue} == {"asap/Bach/Fugue/bwv_846/midi_score", "asap/Bach/Fugue/bwv_846/Shi05M"}
+    assert {i.item_id for i in fugue} == {
+        "asap/Bach/Fugue/bwv_846/midi_score",
+        "asap/Bach/Fugue/bwv_846/Shi05M",
+    }
     sonata = {i.item_id.rsplit("/", 2)[1] for i in pieces["asap/Beethoven/Piano_Sonatas/17-1"]}
     assert sonata == {"17-1", "17-1_no_repeat"}
-    assert fugue[0].title == "Fugue BWV 846" and fugue[0].meta["form"] == "fugue" and fugue[0].meta["style"] == "Baroque"
+    assert (
+        fugue[0].title == "Fugue BWV 846"
+        and fugue[0].meta["form"] == "fugue"
+        and fugue[0].meta["style"] == "Baroque"
+    )
     etude = next(i for i in items if i.item_id.startswith("asap/Chopin/Etudes_op_10/1/"))
     assert etude.title == "Etudes Op. 10 No. 1" and etude.meta["form"] == "étude"
     assert pieces["asap/Beethoven/Piano_Sonatas/17-1"][0].title == "Piano Sonata 17, movement 1"
@@ -91,10 +98,14 @@ def test_music21_demo_collection_is_balanced_and_readable(everything):
     assert "nottingham-dataset" not in folders and "demos" not in folders  # its own collection; test files
     assert not [i for i in items if i.path.suffix == ".rntxt"]
     composers = {i.composer for i in items}
-    assert {"Bach", "Beethoven", "Mozart", "Joplin", "Chopin", "Palestrina"} <= composers
+    assert {"Bach", "Beethoven", "Mozart", "Haydn", "Joplin", "Palestrina", "Monteverdi"} <= composers
     by_id = {i.item_id: i for i in items}
     chorale = by_id["music21/bach/bwv1.6"]
-    assert chorale.meta["form"] == "chorale" and chorale.meta["style"] == "Baroque" and chorale.title == "BWV 1.6"
+    assert (
+        chorale.meta["form"] == "chorale"
+        and chorale.meta["style"] == "Baroque"
+        and chorale.title == "BWV 1.6"
+    )
     rag = by_id["music21/joplin/maple_leaf_rag"]
     assert rag.meta["form"] == "rag" and rag.meta["metre"] == "2/4"
     for item in (chorale, rag):
@@ -111,7 +122,12 @@ def test_form_of():
 
 def test_split_is_a_stable_function_of_the_piece():
     # Golden values: a change here would silently move pieces between train and test.
-    golden = {"pop909/001": "train", "pop909/002": "val", "pop909/027": "test", "asap/Bach/Fugue/bwv_846": "train"}
+    golden = {
+        "pop909/001": "train",
+        "pop909/002": "val",
+        "pop909/027": "test",
+        "asap/Bach/Fugue/bwv_846": "train",
+    }
     assert {p: split_of(p) for p in golden} == golden
 
 
@@ -126,7 +142,9 @@ def test_splits_are_piece_disjoint_and_roughly_80_10_10(everything, data_dir):
     asap_root = (data_dir / "asap").resolve()
     by_folder = collections.defaultdict(set)
     for item in everything["asap"]:
-        folder = "/".join(ASAP_VARIANT.sub("", part) for part in item.path.parent.relative_to(asap_root).parts)
+        folder = "/".join(
+            ASAP_VARIANT.sub("", part) for part in item.path.parent.relative_to(asap_root).parts
+        )
         by_folder[folder].add(split_of(item.piece_id))
     assert all(len(splits) == 1 for splits in by_folder.values())
     total = sum(len(p) for p in pieces.values())

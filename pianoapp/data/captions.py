@@ -51,7 +51,10 @@ TEMPLATES = {
 # concept: (train wordings, eval wordings); a wording may name fields filled from the item.
 WORDINGS = {
     "tempo:slow": (("slow", "unhurried", "leisurely"), ("languid", "slow-moving", "lingering")),
-    "tempo:moderate": (("moderate-tempo", "mid-tempo", "steady"), ("medium-paced", "walking-pace", "even-paced")),
+    "tempo:moderate": (
+        ("moderate-tempo", "mid-tempo", "steady"),
+        ("medium-paced", "walking-pace", "even-paced"),
+    ),
     "tempo:fast": (("fast", "quick", "brisk"), ("rapid", "speedy", "up-tempo")),
     "mood:major-fast": (("cheerful", "bright", "lively"), ("joyful", "sunny", "exuberant")),
     "mood:major-moderate": (("warm", "pleasant", "easygoing"), ("genial", "contented", "good-humoured")),
@@ -62,26 +65,49 @@ WORDINGS = {
     "density:sparse": (("sparse", "spacious"), ("airy", "uncluttered")),
     "density:moderate": (("moderately busy", "moderately dense"), ("medium-density", "evenly spread")),
     "density:dense": (("dense", "busy"), ("crowded", "note-heavy")),
-    "texture:monophonic": (("single-line melody", "unaccompanied melody"), ("lone melodic voice", "solo line without harmony")),
-    "texture:homophonic": (("block chords", "chordal writing"), ("hymn-like chords", "chords struck together")),
-    "texture:polyphonic": (("layered lines", "several overlapping parts"), ("interweaving parts", "overlapping voices")),
+    "texture:monophonic": (
+        ("single-line melody", "unaccompanied melody"),
+        ("lone melodic voice", "solo line without harmony"),
+    ),
+    "texture:homophonic": (
+        ("block chords", "chordal writing"),
+        ("hymn-like chords", "chords struck together"),
+    ),
+    "texture:polyphonic": (
+        ("layered lines", "multi-voiced writing"),
+        ("interweaving parts", "overlapping voices"),
+    ),
     "register:low": (("low register", "bass range"), ("lower keys", "deep end of the keyboard")),
     "register:middle": (("middle register", "central range"), ("mid-range", "centre of the keyboard")),
     "register:high": (("high register", "upper range"), ("treble keys", "top of the keyboard")),
     "dynamics:soft": (("soft", "quiet"), ("hushed", "delicate")),
     "dynamics:medium": (("moderately loud", "medium-volume"), ("mezzo-forte", "even-volume")),
     "dynamics:loud": (("loud", "forceful"), ("powerful", "thunderous")),
-    "by": (("by {composer}", "composed by {composer}"), ("written by {composer}", "from the pen of {composer}")),
-    "bpm": (("about {bpm} beats per minute", "{bpm} BPM"), ("a pulse near {bpm} a minute", "roughly {bpm} beats a minute")),
+    "by": (
+        ("by {composer}", "composed by {composer}"),
+        ("written by {composer}", "from the pen of {composer}"),
+    ),
+    "bpm": (
+        ("about {bpm} beats per minute", "{bpm} BPM"),
+        ("a pulse near {bpm} a minute", "roughly {bpm} beats a minute"),
+    ),
     "metre": (("in {metre} time", "in {metre}"), ("in {feel} metre", "with a {metre} time signature")),
-    "rendition:performance": (("an expressive human performance", "a pianist's performance with natural timing"),
-                              ("a live-sounding rendition with rubato", "a recording by a pianist, phrasing and all")),
-    "rendition:score": (("a straight rendering of the score", "the score played exactly as written"),
-                        ("a literal, metronomic playback", "a quantised score rendition")),
-    "rendition:arrangement": (("a solo piano arrangement", "a piano arrangement of a song"),
-                              ("a piano cover", "a piano version of the song")),
-    "rendition:lead sheet": (("a lead-sheet arrangement", "a melody-and-chords version"),
-                             ("a bare tune-plus-chords setting", "a simple melody with chord backing")),
+    "rendition:performance": (
+        ("an expressive human performance", "a pianist's performance with natural timing"),
+        ("a live-sounding rendition with rubato", "a recording by a pianist, phrasing and all"),
+    ),
+    "rendition:score": (
+        ("a straight rendering of the score", "the score played exactly as written"),
+        ("a literal, metronomic playback", "a quantised score rendition"),
+    ),
+    "rendition:arrangement": (
+        ("a solo piano arrangement", "a piano arrangement of a song"),
+        ("a piano cover", "a piano version of the song"),
+    ),
+    "rendition:lead sheet": (
+        ("a lead-sheet arrangement", "a melody-and-chords version"),
+        ("a bare tune-plus-chords setting", "a simple melody with chord backing"),
+    ),
     # Other names for a style, so the eval pool also paraphrases genres.
     "style:Chinese pop": (("Chinese pop",), ("Mandopop", "C-pop")),
     "style:traditional": (("traditional", "folk"), ("old-time", "country-dance")),
@@ -93,8 +119,15 @@ COLLECTION_NAMES = {
     "nottingham": "Nottingham folk tunes",
     "music21": "music21 corpus",
 }
-METRE_FEELS = {2: "duple", 3: "triple", 4: "quadruple", 6: "compound duple", 9: "compound triple",
-               12: "compound quadruple"}
+ENERGIES = ("slow", "moderate", "fast")  # the tempo words, in order
+METRE_FEELS = {
+    2: "duple",
+    3: "triple",
+    4: "quadruple",
+    6: "compound duple",
+    9: "compound triple",
+    12: "compound quadruple",
+}
 
 
 def captions(item: Item, attributes: dict, *, n: int = 5, seed: int = 0, split: str = "train") -> list[str]:
@@ -131,10 +164,13 @@ def caption_slots(item: Item, attributes: dict) -> dict[str, str | tuple[str, di
     mode = "minor" if key.endswith("minor") else "major"
     bpm = item.meta.get("tempo_bpm") or attributes["tempo_bpm"]
     tempo = word(bpm, TEMPO_WORDS) if bpm else attributes["tempo"]
+    # Mood follows mode and energy: the tempo, nudged one step by loud or soft playing.
+    energy = ENERGIES.index(tempo) + {"loud": 1, "soft": -1}.get(attributes["dynamics"], 0)
+    energy = ENERGIES[min(max(energy, 0), len(ENERGIES) - 1)]
     slots: dict[str, str | tuple[str, dict]] = {
         "genre": _genre(item, tempo),
         "key": key,
-        "mood": (f"mood:{mode}-{tempo}", {}),
+        "mood": (f"mood:{mode}-{energy}", {}),
         "tempo": (f"tempo:{tempo}", {}),
         "texture": (f"texture:{attributes['texture']}", {}),
         "density": (f"density:{attributes['density_word']}", {}),
@@ -168,7 +204,7 @@ def _genre(item: Item, tempo: str) -> str | tuple[str, dict]:
     form = form or ("piano piece" if not style else "piece")
     if f"style:{style}" in WORDINGS:
         return (f"style:{style}", {"form": form})
-    return f"{style} {form}".strip()
+    return form if style.lower() in form.lower() else f"{style} {form}".strip()  # not "folk folk song"
 
 
 def _fill(template: str, slots: dict, pool: int, rng: random.Random) -> str:

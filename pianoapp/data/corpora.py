@@ -33,14 +33,16 @@ class Item:
 
 COLLECTIONS = ("pop909", "asap", "nottingham", "music21")
 
+# fmt: off
 ERAS = {
+    "Ciconia": "Medieval",
     "Palestrina": "Renaissance", "Josquin des Prez": "Renaissance", "Monteverdi": "Renaissance",
-    "Lusitano": "Renaissance", "Ciconia": "Medieval",
+    "Lusitano": "Renaissance",
     "Bach": "Baroque", "Handel": "Baroque", "Corelli": "Baroque",
     "C. P. E. Bach": "Classical", "Haydn": "Classical", "Mozart": "Classical", "Beethoven": "Classical",
     "Schubert": "Romantic", "Chopin": "Romantic", "Schumann": "Romantic", "Clara Schumann": "Romantic",
     "Liszt": "Romantic", "Brahms": "Romantic", "Glinka": "Romantic", "Balakirev": "Romantic",
-    "Weber": "Romantic", "Verdi": "Romantic", "Amy Beach": "Romantic",
+    "Verdi": "Romantic", "Amy Beach": "Romantic",
     "Scriabin": "late Romantic", "Rachmaninoff": "late Romantic",
     "Debussy": "Impressionist", "Ravel": "Impressionist",
     "Prokofiev": "20th-century", "Schoenberg": "20th-century", "Webern": "20th-century",
@@ -59,6 +61,7 @@ FORMS = (
     ("strathspey", "strathspey"), ("polka", "polka"), ("march", "march"), ("minuet", "minuet"),
     ("rag", "rag"), ("variations", "variations"),
 )
+# fmt: on
 
 # Nottingham file-name prefix: (tune type, the metre that type is written in, where it fixes one).
 NOTTINGHAM_TYPES = {
@@ -81,7 +84,6 @@ MUSIC21_FOLDERS = {
     "bach": ("Bach", "chorale", ""),
     "beach": ("Amy Beach", "song", ""),
     "beethoven": ("Beethoven", "string quartet", ""),
-    "chopin": ("Chopin", "mazurka", ""),
     "ciconia": ("Ciconia", "canon", ""),
     "corelli": ("Corelli", "trio sonata", ""),
     "cpebach": ("C. P. E. Bach", "sonata", ""),
@@ -107,7 +109,6 @@ MUSIC21_FOLDERS = {
     "schumann_robert": ("Schumann", "", ""),
     "trecento": ("", "song", "Medieval"),
     "verdi": ("Verdi", "aria", ""),
-    "weber": ("Weber", "concertino", ""),
     "webern": ("Webern", "canon", ""),
 }
 MUSIC21_PER_FOLDER = 30  # keeps the demo balanced: Palestrina alone has 1,318 files
@@ -116,8 +117,27 @@ MUSIC21_TITLED_BY_FILE = frozenset({"palestrina", "monteverdi"})
 # Longer scores (Beethoven's quartets, up to 3,600 quarter notes) take music21 10 s to 2 min to convert,
 # and past ~990 quarter notes pretty_midi rejects the result (over 10 million ticks at 10,080 per quarter).
 MUSIC21_MAX_QUARTERS = 800
-# Shorter files `read_midi` still rejects (repeats expanded past the tick limit, broken repeat marks).
-MUSIC21_UNREADABLE = frozenset({"beethoven/opus18no1/movement3.mxl"})
+# Files (without suffix) `read_midi` rejects although short enough: repeats expanded past the tick limit,
+# badly formed repeats, ABC music21 10.5 cannot build. Found by reading every candidate once.
+MUSIC21_UNREADABLE = frozenset(
+    {
+        "beethoven/opus18no1/movement3",
+        "beethoven/opus59no2/movement1",
+        "beethoven/opus59no2/movement3",
+        "essenFolksong/ballad60",
+        "essenFolksong/fink0",
+        "essenFolksong/variant0",
+        "haydn/opus74no1/movement1",
+        "haydn/opus74no1/movement3",
+        "haydn/opus74no1/movement4",
+        "mozart/k458/movement2",
+        "mozart/k458/movement4",
+        "oneills1850/0001-0050",
+        "oneills1850/0626-0635",
+        "ryansMammoth/KittyInTheLaneReel",
+        "ryansMammoth/LookBeforeYouStrathspey",
+    }
+)
 
 
 def load_collection(name: str, data_dir: Path | None = None) -> list[Item]:
@@ -135,7 +155,9 @@ def load_collection(name: str, data_dir: Path | None = None) -> list[Item]:
 
 
 def load_items(
-    collections: tuple[str, ...] | list[str] | str = COLLECTIONS, data_dir: Path | None = None, split: str | None = None
+    collections: tuple[str, ...] | list[str] | str = COLLECTIONS,
+    data_dir: Path | None = None,
+    split: str | None = None,
 ) -> list[Item]:
     """Items of several collections, optionally only those of one split ('train', 'val' or 'test')."""
     if split is not None and split not in SPLITS:
@@ -152,7 +174,7 @@ def form_of(text: str) -> str:
     return next((form for stem, form in FORMS if re.search(rf"\b{stem}", words)), "")
 
 
-def beat_tempo(beat_times) -> float | None:
+def _beat_tempo(beat_times) -> float | None:
     """Beats per minute from annotated beat times (median beat length, robust to rubato and gaps)."""
     gaps = np.diff(np.asarray(beat_times, dtype=float))
     gaps = gaps[gaps > 0]
@@ -177,10 +199,12 @@ def _pop909(folder: Path) -> tuple[Item, ...]:
                 # the index counts beats per bar and quavers per beat: 3 quavers make the metre compound
                 "metre": f"{beats * 3}/8" if subdivisions == 3 else f"{beats}/4",
                 "key": _pop909_key(song_dir / "key_audio.txt"),
-                "tempo_bpm": beat_tempo(np.loadtxt(song_dir / "beat_midi.txt", ndmin=2)[:, 0]),
+                "tempo_bpm": _beat_tempo(np.loadtxt(song_dir / "beat_midi.txt", ndmin=2)[:, 0]),
             }
             item_id = f"pop909/{song}"
-            items.append(Item(item_id, song_dir / f"{song}.mid", "pop909", item_id, row["name"], row["artist"], meta))
+            items.append(
+                Item(item_id, song_dir / f"{song}.mid", "pop909", item_id, row["name"], row["artist"], meta)
+            )
     return tuple(items)
 
 
@@ -198,8 +222,15 @@ def _pop909_key(path: Path) -> str | None:
 
 # Folders holding the same piece with or without repeats ("17-1_no_repeat") join their piece.
 ASAP_VARIANT = re.compile(r"_(no_\w*repeat|repeat|no_trio)$")
-SINGULAR = {"Ballades": "Ballade", "Etudes": "Etude", "Polonaises": "Polonaise", "Preludes": "Prelude",
-            "Scherzos": "Scherzo", "Sonatas": "Sonata", "Rhapsodies": "Rhapsody"}
+SINGULAR = {
+    "Ballades": "Ballade",
+    "Etudes": "Etude",
+    "Polonaises": "Polonaise",
+    "Preludes": "Prelude",
+    "Scherzos": "Scherzo",
+    "Sonatas": "Sonata",
+    "Rhapsodies": "Rhapsody",
+}
 
 
 @functools.cache
@@ -225,7 +256,7 @@ def _asap(folder: Path) -> tuple[Item, ...]:
 
 
 def _asap_title(parts: list[str]) -> str:
-    """['Chopin', ...] less the composer → a title: 'Piano_Sonatas/17-1' → 'Piano Sonata 17, movement 1'."""
+    """A title from the folders below the composer: 'Piano_Sonatas/17-1' → 'Piano Sonata 17, movement 1'."""
     work, *rest = [ASAP_VARIANT.sub("", part) for part in parts]
     work = _words(work)
     if not rest:
@@ -274,7 +305,7 @@ def _annotation_meta(path: Path) -> dict:
             meta["metre"] = labels[1]
         if len(labels) > 2 and labels[2] and "key_signature" not in meta:
             meta["key_signature"] = int(labels[2])
-    meta["tempo_bpm"] = beat_tempo(times)
+    meta["tempo_bpm"] = _beat_tempo(times)
     return meta
 
 
@@ -335,7 +366,10 @@ def _music21() -> tuple[Item, ...]:
 
 
 def _music21_files(root: Path, metadata: dict) -> list[Path]:
-    """Up to MUSIC21_PER_FOLDER files per folder, spread evenly over its sorted files, MusicXML preferred."""
+    """Up to MUSIC21_PER_FOLDER readable files per folder, spread evenly over its sorted files.
+
+    MusicXML is preferred where a score also comes as Humdrum; scores over MUSIC21_MAX_QUARTERS are out.
+    """
     from music21 import corpus
 
     by_folder: dict[str, dict[Path, Path]] = defaultdict(dict)
@@ -346,21 +380,25 @@ def _music21_files(root: Path, metadata: dict) -> list[Path]:
             rel.parts[0] not in MUSIC21_FOLDERS
             or path.suffix.lower() not in SCORE_SUFFIXES
             or md is None
-            or rel.as_posix() in MUSIC21_UNREADABLE
             or float(getattr(md, "scoreQuarterLength", None) or 0) > MUSIC21_MAX_QUARTERS
             or rel.stem.startswith("test")  # music21's own test copies of other files
         ):
             continue
         stem = rel.with_suffix("")
         kept = by_folder[rel.parts[0]].get(stem)  # the same score in two formats: keep the MusicXML
-        if kept is None or (path.suffix.lower() in MUSICXML_SUFFIXES and kept.suffix.lower() not in MUSICXML_SUFFIXES):
+        if kept is None or (
+            path.suffix.lower() in MUSICXML_SUFFIXES and kept.suffix.lower() not in MUSICXML_SUFFIXES
+        ):
             by_folder[rel.parts[0]][stem] = path
     chosen = []
     for folder in sorted(by_folder):
         files = sorted(by_folder[folder].values())
         step = len(files) / min(len(files), MUSIC21_PER_FOLDER)
         chosen += [files[int(i * step)] for i in range(min(len(files), MUSIC21_PER_FOLDER))]
-    return chosen
+    # Dropped after the pick, so that the list of unreadable files does not shift which others are picked.
+    return [
+        path for path in chosen if path.relative_to(root).with_suffix("").as_posix() not in MUSIC21_UNREADABLE
+    ]
 
 
 @functools.cache
@@ -384,14 +422,18 @@ def _music21_metadata() -> dict:
 def _clean_composer(text) -> str:
     """A name from music21's metadata, or "" for the anonymous, the garbled and manuscript sigla."""
     name = str(text or "").split("\n")[0].strip().rstrip(".")
-    if not name or name.lower().startswith(("anonymous", "music21")) or any(c in name for c in '0123456789"?'):
+    if (
+        not name
+        or name.lower().startswith(("anonymous", "music21"))
+        or any(c in name for c in '0123456789"?')
+    ):
         return ""
     return name.title() if name.isupper() else name
 
 
 def _music21_title(md: dict, rel: Path) -> str:
-    for field, min_words in (("title", 1), ("movementName", 2)):  # a one-word movementName is a part name
-        text = str(md.get(field) or "").split("\n")[0].strip().rstrip(".").replace(" -- ", " – ")
+    for name, min_words in (("title", 1), ("movementName", 2)):  # a one-word movementName is a part name
+        text = str(md.get(name) or "").split("\n")[0].strip().rstrip(".").replace(" -- ", " – ")
         letters = sum(c.isalpha() or c.isspace() for c in text)
         if (
             len(text) >= 3
@@ -422,7 +464,9 @@ def _music21_musical_meta(md: dict) -> dict:
         meta["key_signature"] = md["keySignatureFirst"]
     # '<music21.tempo.MetronomeMark allegro moderato Quarter=128>'; "(playback only)" marks are defaults
     tempo = str(md.get("tempoFirst") or "")
-    if match := re.search(r"MetronomeMark ([a-z ]*?) ?(?:Dotted )?(?:Quarter|Half|Eighth|Whole)=([\d.]+)>$", tempo):
+    if match := re.search(
+        r"MetronomeMark ([a-z ]*?) ?(?:Dotted )?(?:Quarter|Half|Eighth|Whole)=([\d.]+)>$", tempo
+    ):
         marking, bpm = match.groups()
         if marking:
             meta["tempo_marking"] = marking

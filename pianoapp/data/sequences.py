@@ -23,7 +23,7 @@ from pianoapp.errors import PianoappError
 from pianoapp.io.midi import piano_notes, read_midi
 from pianoapp.tokenizer import Tokenizer
 
-NOTES_FORMAT = 1  # bump when what `piano_notes` returns for a file changes
+NOTES_FORMAT = 2  # bump when what `piano_notes` returns for a file changes
 START, END, PITCH, VELOCITY = range(4)
 
 

@@ -1,1 +1,1 @@
-"""Held-out metrics and protocols, one module per model family (`lm.py`: NLL against an n-gram)."""
+"""Held-out metrics and protocols, one module per capability (e.g. `lm.py`: NLL against an n-gram)."""
