@@ -16,6 +16,7 @@ SPECTROGRAM_MAX_FRAMES = 1200  # columns sent to the browser, so a 10-minute rec
 SPECTROGRAM_FLOOR_DB = -80.0
 BLACK_KEYS = {1, 3, 6, 8, 10}  # pitch classes
 VELOCITY_COLORS = "Plasma"
+TRACK_COLORS = ["#0f766e", "#ea580c", "#6366f1", "#be185d"]  # teal, orange, indigo, pink: apart in hue
 SPECTROGRAM_COLORS = "Magma"
 
 
@@ -23,37 +24,67 @@ def note_name(pitch: int) -> str:
     return pretty_midi.note_number_to_name(int(pitch))
 
 
-def piano_roll(pm: pretty_midi.PrettyMIDI) -> go.Figure:
+def piano_roll(pm: pretty_midi.PrettyMIDI, *, by_track: bool = False, end_s: float | None = None) -> go.Figure:
     """One horizontal bar per key press, coloured by velocity; sustain-pedal regions shaded.
 
     Bars show the keys as played (pedal not folded in), so the shading explains why notes ring on.
+    With `by_track`, each track gets its own colour and legend entry (velocity becomes opacity), so a
+    prompt and its continuation, or a melody and its accompaniment, read apart. `end_s` fixes the
+    time axis, so a piece that grows while it is generated fills a steady frame.
     """
-    notes = piano_notes(pm, fold_pedal=False)
+    if by_track:
+        parts = [(inst.name or f"track {i + 1}", _track_notes(pm, inst))
+                 for i, inst in enumerate(inst for inst in pm.instruments if not inst.is_drum)]
+    else:
+        parts = [("notes", piano_notes(pm, fold_pedal=False))]
+    pitches = [n.pitch for _, notes in parts for n in notes]
+    low, high = min(pitches), max(pitches)
+    fig = go.Figure()
+    _shade_pedal(fig, pm, low - 2, high + 2)
+    for i, (name, notes) in enumerate(parts):
+        if not notes:
+            continue
+        velocity = np.array([n.velocity for n in notes])
+        if by_track:
+            marker = dict(color=TRACK_COLORS[i % len(TRACK_COLORS)], opacity=0.4 + 0.6 * velocity / 127)
+        else:
+            marker = dict(color=velocity, colorscale=VELOCITY_COLORS, cmin=0, cmax=127,
+                          colorbar=dict(title="velocity", thickness=12, len=0.8))
+        fig.add_trace(_bars(notes, name, marker, in_legend=by_track))
+    _layout(fig, low, high)
+    fig.update_layout(barmode="overlay", bargap=0)
+    if end_s is not None:
+        fig.update_xaxes(range=[0, end_s])
+    return fig
+
+
+def _track_notes(pm: pretty_midi.PrettyMIDI, inst: pretty_midi.Instrument) -> list[pretty_midi.Note]:
+    solo = pretty_midi.PrettyMIDI(resolution=pm.resolution)
+    solo.instruments = [inst]
+    return piano_notes(solo, fold_pedal=False)
+
+
+def _bars(notes: list[pretty_midi.Note], name: str, marker: dict, *, in_legend: bool) -> go.Bar:
     pitch = np.array([n.pitch for n in notes])
     start = np.array([n.start for n in notes])
     end = np.array([n.end for n in notes])
     velocity = np.array([n.velocity for n in notes])
-    fig = go.Figure()
-    _shade_pedal(fig, pm, int(pitch.min()) - 2, int(pitch.max()) + 2)
-    fig.add_trace(go.Bar(
+    return go.Bar(
         orientation="h",
         y=pitch,
         base=start,
         x=np.maximum(end - start, 0.01),  # zero-length notes stay visible as slivers
         width=0.8,
-        marker=dict(color=velocity, colorscale=VELOCITY_COLORS, cmin=0, cmax=127, line_width=0,
-                    colorbar=dict(title="velocity", thickness=12, len=0.8)),
+        marker=dict(line_width=0, **marker),
         text=[note_name(p) for p in pitch],
         textposition="none",
         customdata=np.stack([end, velocity], axis=1),
-        hovertemplate="%{text}<br>%{base:.2f}–%{customdata[0]:.2f} s<br>"
-                      "velocity %{customdata[1]}<extra></extra>",
-        name="notes",
-        showlegend=False,
-    ))
-    _layout(fig, int(pitch.min()), int(pitch.max()))
-    fig.update_layout(barmode="overlay", bargap=0)
-    return fig
+        # The trace name (e.g. "Prompt") goes in the hover box only when tracks are told apart.
+        hovertemplate="%{text}<br>%{base:.2f}–%{customdata[0]:.2f} s<br>velocity %{customdata[1]}"
+                      + ("" if in_legend else "<extra></extra>"),
+        name=name,
+        showlegend=in_legend,
+    )
 
 
 def _shade_pedal(fig: go.Figure, pm: pretty_midi.PrettyMIDI, low: int, high: int) -> None:

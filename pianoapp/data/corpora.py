@@ -114,24 +114,19 @@ MUSIC21_FOLDERS = {
 MUSIC21_PER_FOLDER = 30  # keeps the demo balanced: Palestrina alone has 1,318 files
 # Folders whose metadata titles name a section or a voice part ("First Section", "Canto"), not the piece.
 MUSIC21_TITLED_BY_FILE = frozenset({"palestrina", "monteverdi"})
-# Longer scores (Beethoven's quartets, up to 3,600 quarter notes) take music21 10 s to 2 min to convert,
-# and past ~990 quarter notes pretty_midi rejects the result (over 10 million ticks at 10,080 per quarter).
+# Longer scores (Beethoven's quartets, up to 3,600 quarter notes) take music21 5 s to 2 min to convert,
+# too slow for a demo collection that is rendered and indexed on first start.
 MUSIC21_MAX_QUARTERS = 800
-# Files (without suffix) `read_midi` rejects although short enough: repeats expanded past the tick limit,
-# badly formed repeats, ABC music21 10.5 cannot build. Found by reading every candidate once.
+# Files (without suffix) `read_midi` rejects although short enough: badly formed repeats, ABC that
+# music21 10.5 cannot build. Found by reading every candidate once.
 MUSIC21_UNREADABLE = frozenset(
     {
-        "beethoven/opus18no1/movement3",
-        "beethoven/opus59no2/movement1",
-        "beethoven/opus59no2/movement3",
         "essenFolksong/ballad60",
         "essenFolksong/fink0",
         "essenFolksong/variant0",
-        "haydn/opus74no1/movement1",
         "haydn/opus74no1/movement3",
         "haydn/opus74no1/movement4",
         "mozart/k458/movement2",
-        "mozart/k458/movement4",
         "oneills1850/0001-0050",
         "oneills1850/0626-0635",
         "ryansMammoth/KittyInTheLaneReel",

@@ -6,6 +6,7 @@ every program treated as piano, the sustain pedal folded into note lengths.
 
 import io
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -52,15 +53,23 @@ def _read_midi_file(path: Path) -> pretty_midi.PrettyMIDI:
         raise CorruptFileError(f"{path.name} is a damaged MIDI file and cannot be read ({brief(err)}).") from err
 
 
+SCORE_TICKS_PER_QUARTER = 480  # music21's 10,080 pushes scores past ~990 quarters over pretty_midi's tick cap
+ABC_TUNE = re.compile(rb"^X:\s*(\d+)", re.MULTILINE)
+
+
 def _read_score(path: Path) -> pretty_midi.PrettyMIDI:
     import music21  # slow import, only when a score arrives
 
+    music21.defaults.ticksPerQuarter = SCORE_TICKS_PER_QUARTER
     try:
-        score = music21.converter.parse(str(path))
-        if isinstance(score, music21.stream.Opus):  # ABC books hold many tunes: take the first
+        options = {}
+        if path.suffix.lower() == ".abc":  # ABC books hold many tunes: parse only the first
+            first = ABC_TUNE.search(path.read_bytes())
+            options = {"number": int(first.group(1))} if first else {}
+        score = music21.converter.parse(str(path), **options)
+        if isinstance(score, music21.stream.Opus):
             score = score.scores[0] if score.scores else score
-        midi_file = music21.midi.translate.music21ObjectToMidiFile(score)
-        data = midi_file.writestr()
+        data = music21.midi.translate.music21ObjectToMidiFile(score).writestr()
     except Exception as err:  # music21 raises many types for malformed scores
         raise CorruptFileError(f"{path.name} is not a readable score ({brief(err)}).") from err
     try:

@@ -2,23 +2,32 @@
 
 The model sees the end of the prompt (as much as half its context holds); when the continuation
 outgrows the context, the window slides forward and sampling goes on from the latest notes.
+A result can be played on (its notes become the next prompt) or sampled again from any point.
 """
 
+import atexit
+import functools
+import shutil
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import plotly.graph_objects as go
 import pretty_midi
 
-from pianoapp import constants
+from pianoapp import constants, pianoroll
 from pianoapp.errors import BadInputError, EmptyMidiError
+from pianoapp.io.audio import write_audio
 from pianoapp.io.files import file_kind
 from pianoapp.io.midi import notes_to_midi, piano_notes, read_midi, write_midi
+from pianoapp.io.render import render
 from pianoapp.services import availability
 
 DEFAULT_MODEL = "lm-small"
 MAX_SECONDS = 120.0
 NOTES_PER_UPDATE = 4  # streaming granularity for the UI
+KEEP_SAVED = 32  # saved results kept on disk; the app serves its own copies, so older ones can go
 
 
 @dataclass
@@ -27,10 +36,41 @@ class Continuation:
     generated: list[pretty_midi.Note] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # sentences for the user (e.g. "transcribed first")
     done: bool = False
+    end_s: float | None = None  # where the continuation is to stop, in seconds from the prompt's start
 
     def midi(self) -> pretty_midi.PrettyMIDI:
         """Prompt and continuation as two piano tracks, so a player or DAW can tell them apart."""
         return notes_to_midi({"Prompt": self.prompt, "Continuation": self.generated})
+
+    def notes(self) -> list[pretty_midi.Note]:
+        """Prompt and continuation as one part in time order: the prompt for playing on from here."""
+        return sorted(self.prompt + self.generated, key=lambda n: (n.start, n.pitch, n.end))
+
+    def figure(self) -> go.Figure:
+        """Piano roll, prompt and continuation in two colours, framed to the planned end."""
+        last_end = max(n.end for n in self.prompt + self.generated)
+        return pianoroll.piano_roll(self.midi(), by_track=True, end_s=max(last_end, self.end_s or 0) + 0.5)
+
+    def summary(self) -> str:
+        """One line: how long the prompt and the continuation are, and how far generation has got."""
+        prompt_end = max(n.end for n in self.prompt)
+        line = f"prompt {_clock(prompt_end)} · {len(self.prompt):,} notes"
+        if not self.generated and self.done:
+            return line + " · the model added nothing; try another seed"
+        if not self.generated:
+            return line
+        written = max(n.start for n in self.generated) - _last_onset(self.prompt)
+        planned = "" if self.done or self.end_s is None else f" of {self.end_s - _last_onset(self.prompt):.0f}"
+        return line + f" · continuation {written:.1f}{planned} s · {len(self.generated):,} notes"
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A result ready for the page: audio to play, MIDI to download, and its piano roll."""
+
+    wav_path: Path
+    midi_path: Path
+    figure: go.Figure
 
 
 def load_prompt(path: str | Path) -> tuple[list[pretty_midi.Note], list[str]]:
@@ -80,8 +120,8 @@ def continue_notes(
     step_s = tokenizer.config.time_step_ms / 1000
     segment_s = tokenizer.config.segment_ms / 1000
 
-    result = Continuation(prompt=prompt, notices=list(notices or []))
-    end_s = max(n.start for n in prompt) + seconds  # the continuation's clock starts at the last onset
+    end_s = _last_onset(prompt) + seconds  # the continuation's clock starts at the last onset
+    result = Continuation(prompt=prompt, notices=list(notices or []), end_s=end_s)
     for round_ in range(1000):  # each round refills the context; far more rounds than any length needs
         before = result.generated
         kept, ids, shift = _window(tokenizer, prompt + before, model.config.context_len // 2, segment_s)
@@ -101,8 +141,59 @@ def continue_notes(
     yield result
 
 
+def regenerate(
+    result: Continuation, *, from_s: float, seconds: float = 15.0, seed: int = 0, **options
+) -> Iterator[Continuation]:
+    """Keep the continuation before `from_s` (seconds from the prompt's start) and sample the rest
+    again, to `seconds` after the prompt's last onset; yields like `continue_notes`.
+
+    Points inside the prompt regenerate the whole continuation.
+    """
+    end_s = _last_onset(result.prompt) + seconds
+    if from_s >= end_s:
+        raise BadInputError(
+            f"Regenerate from a point before the end of the continuation ({end_s:.1f} s), "
+            f"or lengthen it to more than {from_s - _last_onset(result.prompt):.0f} seconds."
+        )
+    kept = [n for n in result.generated if n.start < from_s]
+    context = sorted(result.prompt + kept, key=lambda n: (n.start, n.pitch, n.end))
+    for new in continue_notes(context, seconds=end_s - _last_onset(context), seed=seed, **options):
+        # The model may place a note between the last kept onset and `from_s`; dropping it keeps
+        # everything before `from_s` as it was.
+        yield replace(new, prompt=result.prompt, generated=kept + [n for n in new.generated if n.start >= from_s],
+                      notices=result.notices, end_s=end_s)
+
+
+def save_continuation(result: Continuation, *, name: str = "continuation") -> Saved:
+    """Render the result to `<name>.wav`, write it as a two-track `<name>.mid` and draw it."""
+    folder = Path(tempfile.mkdtemp(dir=_saved_dir()))
+    pm = result.midi()
+    wav = write_audio(folder / f"{name}.wav", render(pm, sr=constants.SAMPLE_RATE), constants.SAMPLE_RATE)
+    mid = write_midi(pm, folder / f"{name}.mid")
+    for old in sorted(_saved_dir().iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Saved(wav, mid, result.figure())
+
+
+@functools.cache
+def _saved_dir() -> Path:
+    """One folder per process, removed at exit, so processes never delete each other's files."""
+    folder = Path(tempfile.mkdtemp(prefix="pianoapp-continuations-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _last_onset(notes: list[pretty_midi.Note]) -> float:
+    return max(n.start for n in notes)
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 def _extended(result: Continuation, before, decoded, shift: float) -> Continuation:
-    return Continuation(prompt=result.prompt, generated=before + _shifted(decoded, shift), notices=result.notices)
+    return replace(result, generated=before + _shifted(decoded, shift))
 
 
 def _window(tokenizer, notes, max_tokens: int, segment_s: float):
