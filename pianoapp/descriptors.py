@@ -4,9 +4,15 @@ A4 (audio): log-magnitude energy in 8 octave bands from 47 Hz to 12 kHz plus its
 each band z-scored within the segment → (frames, 16).
 D4 (MIDI): each note's pitch interval to its previous and next note, raw and octave-clamped,
 divided by 24 → (notes, 4).
+
+The torch functions are the implementation (the encoders compute descriptors on batches, sharing
+the audio encoder's STFT); `octave_band_energy`, `a4` and `d4` are the numpy door to them.
 """
 
+import functools
+
 import numpy as np
+import torch
 
 from pianoapp import constants
 
@@ -17,39 +23,66 @@ A4_DIM = 2 * (len(A4_BAND_EDGES_HZ) - 1)
 D4_DIM = 4
 
 
+def stft_magnitude(audio: torch.Tensor) -> torch.Tensor:
+    """|STFT| of waveforms (..., samples) on A4's frames: float32 (..., A4_N_FFT // 2 + 1, frames).
+
+    Frames are centred with zero padding at the ends (as librosa does), so frame t covers t * hop.
+    Bins come before frames (channels first), the layout the encoder's convolutions want.
+    """
+    flat = audio.reshape(-1, audio.shape[-1]).float()
+    window = torch.hann_window(A4_N_FFT, device=audio.device)
+    spec = torch.stft(flat, A4_N_FFT, A4_HOP, window=window, center=True, pad_mode="constant", return_complex=True)
+    return spec.abs().reshape(*audio.shape[:-1], *spec.shape[1:])
+
+
+@functools.lru_cache(maxsize=8)
+def _band_means(sr: int, device: torch.device) -> torch.Tensor:
+    """(bands, bins) matrix averaging the STFT bins of each octave band."""
+    freqs = torch.linspace(0, sr / 2, A4_N_FFT // 2 + 1, dtype=torch.float64)
+    rows = [((freqs >= lo) & (freqs < hi)).double() for lo, hi in zip(A4_BAND_EDGES_HZ, A4_BAND_EDGES_HZ[1:])]
+    return torch.stack([r / r.sum() for r in rows]).float().to(device)
+
+
+def octave_bands(magnitude: torch.Tensor, sr: int = constants.SAMPLE_RATE) -> torch.Tensor:
+    """Mean log-magnitude per octave band: (..., bins, frames) → (..., 8, frames)."""
+    return _band_means(sr, magnitude.device) @ torch.log1p(magnitude.float())
+
+
+def a4_from_magnitude(magnitude: torch.Tensor, sr: int = constants.SAMPLE_RATE) -> torch.Tensor:
+    """A4 of a segment's magnitude spectrogram: (..., bins, frames) → (..., 16, frames)."""
+    energy = octave_bands(magnitude, sr)
+    delta = torch.diff(energy, dim=-1, prepend=energy[..., :1])
+    feats = torch.cat([energy, delta], dim=-2)
+    # z-scoring per band keeps recording level and room colour from dominating
+    mean, std = feats.mean(dim=-1, keepdim=True), feats.std(dim=-1, correction=0, keepdim=True)
+    return (feats - mean) / (std + 1e-5)
+
+
+def d4_features(pitch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """D4 of note sequences in onset order, padded at the end: pitch (..., N), mask (..., N) → (..., N, 4).
+
+    Features: (p[i]-p[i-1])/24, (p[i+1]-p[i])/24, and the same clamped to ±12 semitones before
+    dividing, so intervals within the octave stand out. Boundary and padding notes get zeros.
+    """
+    p = pitch.float()
+    step = (p[..., 1:] - p[..., :-1]) * (mask[..., 1:] & mask[..., :-1])  # only between real notes
+    prev = torch.nn.functional.pad(step, (1, 0))
+    nxt = torch.nn.functional.pad(step, (0, 1))
+    feats = torch.stack([prev, nxt, prev.clamp(-12, 12), nxt.clamp(-12, 12)], dim=-1) / 24.0
+    return feats.clamp(-1.0, 1.0)
+
+
 def octave_band_energy(audio: np.ndarray, sr: int = constants.SAMPLE_RATE) -> np.ndarray:
     """Mean log-magnitude per octave band, per STFT frame: float32 (frames, 8)."""
-    import librosa
-
-    mag = np.abs(librosa.stft(audio.astype(np.float32), n_fft=A4_N_FFT, hop_length=A4_HOP, center=True))
-    logmag = np.log1p(mag)
-    freqs = librosa.fft_frequencies(sr=sr, n_fft=A4_N_FFT)
-    bands = [logmag[(freqs >= lo) & (freqs < hi)].mean(axis=0)
-             for lo, hi in zip(A4_BAND_EDGES_HZ, A4_BAND_EDGES_HZ[1:])]
-    return np.stack(bands, axis=1).astype(np.float32)
+    return octave_bands(stft_magnitude(torch.from_numpy(np.asarray(audio, np.float32))), sr).T.numpy()
 
 
 def a4(audio: np.ndarray, sr: int = constants.SAMPLE_RATE) -> np.ndarray:
     """Octave-band log-energy and its delta, each band z-scored within the segment: float32 (frames, 16)."""
-    energy = octave_band_energy(audio, sr)
-    delta = np.diff(energy, axis=0, prepend=energy[:1])
-    feats = np.concatenate([energy, delta], axis=1)
-    # z-scoring per band keeps recording level and room colour from dominating
-    feats = (feats - feats.mean(axis=0)) / (feats.std(axis=0) + 1e-5)
-    return feats.astype(np.float32)
+    return a4_from_magnitude(stft_magnitude(torch.from_numpy(np.asarray(audio, np.float32))), sr).T.numpy()
 
 
 def d4(pitches: np.ndarray) -> np.ndarray:
-    """Local pitch intervals for a note sequence in onset order: float32 (notes, 4).
-
-    Features: (p[i]-p[i-1])/24, (p[i+1]-p[i])/24, and the same clamped to ±12 semitones before
-    dividing, so intervals within the octave stand out. Boundary notes get zeros.
-    """
-    p = np.asarray(pitches, dtype=np.float32)
-    prev = np.zeros_like(p)
-    nxt = np.zeros_like(p)
-    if p.size > 1:
-        prev[1:] = p[1:] - p[:-1]
-        nxt[:-1] = p[1:] - p[:-1]
-    feats = np.stack([prev, nxt, np.clip(prev, -12, 12), np.clip(nxt, -12, 12)], axis=1) / 24.0
-    return np.clip(feats, -1.0, 1.0).astype(np.float32)
+    """Local pitch intervals for a note sequence in onset order: float32 (notes, 4)."""
+    p = torch.as_tensor(np.asarray(pitches, dtype=np.int64))
+    return d4_features(p, torch.ones_like(p, dtype=torch.bool)).numpy()

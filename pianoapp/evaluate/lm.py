@@ -80,7 +80,21 @@ class KneserNey:
 
     def nll(self, seqs: list[list[int]]) -> np.ndarray:
         """-log P(token | history) of every token after the first, all sequences concatenated."""
-        grams = self._grams(seqs)
+        return -np.log(self._prob(self._grams(seqs)))
+
+    def next_probs(self, history: list[int]) -> np.ndarray:
+        """P(w | history) for every token w, each normalised within its class (sampling masks
+        all but one class)."""
+        context = [self.start] * (self.order - 1) + list(history)
+        key = np.arange(self.vocab_size, dtype=np.int64)
+        grams = [key]
+        for k in range(1, self.order):
+            key = key + context[-k] * self.base**k
+            grams.append(key)
+        return self._prob(grams)
+
+    def _prob(self, grams: list[np.ndarray]) -> np.ndarray:
+        """P(target | history) for the k-gram keys of each target, orders 1..N."""
         prob = 1.0 / self.class_size[self.class_of[grams[0]]]
         for k in range(1, self.order + 1):
             keys, counts, groups, totals, types, discount = self.tables[k - 1]
@@ -89,7 +103,7 @@ class KneserNey:
             total, n_types = _lookup(groups, totals, group), _lookup(groups, types, group)
             mixed = (np.maximum(count - discount, 0) + discount * n_types * prob) / np.maximum(total, 1)
             prob = np.where(total > 0, mixed, prob)
-        return -np.log(prob)
+        return prob
 
 
 def grammar_classes(tokenizer) -> np.ndarray:
@@ -107,6 +121,14 @@ def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.nda
     return np.where(keys[at] == queries, values[at], 0).astype(np.float64)
 
 
+def token_windows(pieces: list[np.ndarray], tokenizer, *, context_len: int, n: int, seed: int) -> list[list[int]]:
+    """`n` unaugmented windows of at most `context_len + 1` ids, drawn as training draws them."""
+    from pianoapp.data.sequences import TokenWindows
+
+    source = TokenWindows(pieces, tokenizer, context_len=context_len, seed=seed, augment=None)
+    return [source.window(i)[: context_len + 1] for i in range(n)]
+
+
 def evaluate_lm(
     model_dir: str | os.PathLike,
     *,
@@ -121,7 +143,6 @@ def evaluate_lm(
     """NLL per token of the model in model_dir on `max_windows` windows of the split, by token
     kind, beside a 4-gram Kneser-Ney fit on `ngram_windows` training windows of the same corpus.
     The same arguments give the same numbers."""
-    from pianoapp.data.sequences import TokenWindows
     from pianoapp.models.checkpoint import load_config, load_model
     from pianoapp.tokenizer import Tokenizer
     from pianoapp.train.lm import lm_pieces
@@ -133,9 +154,8 @@ def evaluate_lm(
     data_dir = Path(data_dir) if data_dir else None
 
     def windows(which: str, n: int) -> list[list[int]]:
-        source = TokenWindows(lm_pieces(which, data_dir=data_dir, max_items=max_items), tokenizer,
-                              context_len=context_len, seed=seed, augment=None)
-        return [source.window(i)[: context_len + 1] for i in range(n)]
+        return token_windows(lm_pieces(which, data_dir=data_dir, max_items=max_items), tokenizer,
+                             context_len=context_len, n=n, seed=seed)
 
     held_out = windows(split, max_windows)
     ngram = KneserNey(order=4, classes=grammar_classes(tokenizer))

@@ -156,7 +156,7 @@ def regenerate(
             f"or lengthen it to more than {from_s - _last_onset(result.prompt):.0f} seconds."
         )
     kept = [n for n in result.generated if n.start < from_s]
-    context = sorted(result.prompt + kept, key=lambda n: (n.start, n.pitch, n.end))
+    context = replace(result, generated=kept).notes()
     for new in continue_notes(context, seconds=end_s - _last_onset(context), seed=seed, **options):
         # The model may place a note between the last kept onset and `from_s`; dropping it keeps
         # everything before `from_s` as it was.

@@ -24,4 +24,8 @@ def evaluate(
         from pianoapp.evaluate.lm import evaluate_lm
 
         return evaluate_lm(model_dir, data_dir=data_dir, split=split, seed=seed)
+    if target == "matcher":
+        from pianoapp.evaluate.matcher import evaluate_matcher
+
+        return evaluate_matcher(model_dir, data_dir=data_dir, split=split, seed=seed)
     raise NotAvailableError(f"Evaluating the {target} is not available yet.")

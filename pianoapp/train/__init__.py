@@ -6,6 +6,7 @@ from pianoapp import constants
 from pianoapp.errors import BadInputError, NotAvailableError
 
 RECIPES = ("matcher", "bind", "lm", "arranger")
+TRAINABLE = ("lm", "matcher")
 SIZES = ("tiny", "small", "base")
 RUNS_DIR = constants.REPO_ROOT / "runs"  # resume state and metrics logs; never shipped
 
@@ -23,22 +24,37 @@ def run(
     """Train `<recipe>-<config>` (resuming if its run folder holds state) and return the model folder.
 
     Defaults: out_dir = models/<recipe>-<config>, run_dir = runs/<out_dir's name>. `overrides`
-    replaces TrainConfig fields, e.g. {"max_steps": 20, "batch_size": 4}.
+    replaces training-config fields, the recipe's own included, e.g. {"max_steps": 20, "loss": "infonce"}.
     """
     if recipe not in RECIPES:
         raise BadInputError(f"There is no {recipe!r} recipe; choose one of {', '.join(RECIPES)}.")
-    if recipe != "lm":
-        raise NotAvailableError(f"Training the {recipe} is not available yet; only 'lm' can be trained so far.")
+    if recipe not in TRAINABLE:
+        raise NotAvailableError(
+            f"Training the {recipe} is not available yet; only {' and '.join(map(repr, TRAINABLE))} can be trained so far."
+        )
     if config not in SIZES:
         raise BadInputError(f"There is no {config!r} size; choose one of {', '.join(SIZES)}.")
 
     from pianoapp.models.registry import train_defaults  # torch: imported only when training
-    from pianoapp.train.lm import LMRecipe
-    from pianoapp.train.trainer import TrainConfig, apply_overrides, train
+    from pianoapp.train.trainer import apply_overrides, train
 
+    recipe_cls, config_cls = _recipe(recipe)
     name = f"{recipe}-{config}"
-    train_config = apply_overrides(TrainConfig(**train_defaults(name)), overrides)
+    train_config = apply_overrides(config_cls(**train_defaults(name)), overrides)
     out_dir = Path(out_dir) if out_dir else constants.MODELS_DIR / name
     run_dir = Path(run_dir) if run_dir else RUNS_DIR / out_dir.name
-    lm = LMRecipe(name, train_config, data_dir=Path(data_dir) if data_dir else constants.DEFAULT_DATA_DIR)
-    return train(lm, train_config, out_dir=out_dir, run_dir=run_dir, command=command)
+    chosen = recipe_cls(name, train_config, data_dir=Path(data_dir) if data_dir else constants.DEFAULT_DATA_DIR)
+    return train(chosen, train_config, out_dir=out_dir, run_dir=run_dir, command=command)
+
+
+def _recipe(recipe: str) -> tuple[type, type]:
+    """A TRAINABLE recipe's class and its training-config class (TrainConfig or a subclass adding the
+    recipe's own settings); imported here so that only the chosen recipe's dependencies load."""
+    if recipe == "lm":
+        from pianoapp.train.lm import LMRecipe
+        from pianoapp.train.trainer import TrainConfig
+
+        return LMRecipe, TrainConfig
+    from pianoapp.train.matcher import MatcherRecipe, MatcherTrainConfig
+
+    return MatcherRecipe, MatcherTrainConfig

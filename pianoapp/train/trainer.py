@@ -59,10 +59,11 @@ class TrainConfig:
 
 
 def apply_overrides(config: TrainConfig, overrides: dict | None) -> TrainConfig:
-    """A copy of config with the given fields replaced; strings are converted to the field's type."""
+    """A copy of config (a TrainConfig or a recipe's subclass of it) with the given fields replaced;
+    strings are converted to the field's type."""
     if not overrides:
         return config
-    types_ = typing.get_type_hints(TrainConfig)
+    types_ = typing.get_type_hints(type(config))
     values = {}
     for key, value in overrides.items():
         if key not in types_:

@@ -1,0 +1,123 @@
+"""The matcher's seed protocol (descriptor-injected audio–MIDI paper, section 5.1): seeded queries on
+the piece-disjoint test split, each ranked against a pool of segments (its true partner and random
+others) in both directions; R@1/5/10 and MRR, S = min(R@10 audio→MIDI, R@10 MIDI→audio), mean and
+std over several seeds.
+
+Every segment is embedded once; seeds only change which queries and pools are drawn.
+"""
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from pianoapp.errors import BadInputError
+
+KS = (1, 5, 10)
+WAYS = ("audio_to_midi", "midi_to_audio")
+
+
+@torch.inference_mode()
+def embed_segments(model: nn.Module, segments: Sequence[dict], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Audio and MIDI embeddings (n, embed_dim) of segments ({"audio", "midi"} items); model in eval mode."""
+    from pianoapp.train.trainer import to_device
+
+    device = next(model.parameters()).device
+    audio, midi = [], []
+    for i in range(0, len(segments), batch_size):
+        batch = to_device(default_collate([segments[j] for j in range(i, min(i + batch_size, len(segments)))]), device)
+        audio.append(model.embed_audio(batch["audio"]).embedding.float().cpu())
+        midi.append(model.embed_midi(batch["midi"]).embedding.float().cpu())
+    return torch.cat(audio).numpy(), torch.cat(midi).numpy()
+
+
+def retrieval(audio: np.ndarray, midi: np.ndarray, *, seed: int, n_queries: int, pool: int) -> dict:
+    """Recall@k and MRR both ways for matched rows of `audio` and `midi` (cosine similarity).
+
+    `n_queries` distinct rows (at most all) are drawn with `seed`; each is ranked against a pool of
+    its partner and `pool - 1` other rows drawn at random. Ties count against the query, so a
+    collapsed embedding scores zero, not one.
+    """
+    a, m = _unit(audio), _unit(midi)
+    n = len(a)
+    if n < 2:
+        raise ValueError("retrieval needs at least two segments")
+    pool = min(pool, n)
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(n, size=min(n_queries, n), replace=False)
+    ranks = {way: np.zeros(len(queries), np.int64) for way in WAYS}
+    for i, q in enumerate(queries):
+        others = rng.choice(n - 1, size=pool - 1, replace=False)
+        members = np.concatenate([[q], others + (others >= q)])  # skip q itself
+        for way, (query, keys) in zip(WAYS, ((a[q], m[members]), (m[q], a[members]))):
+            sims = keys @ query
+            ranks[way][i] = np.sum(sims[1:] >= sims[0])
+    result: dict = {way: {**{f"R@{k}": float(np.mean(r < k)) for k in KS}, "MRR": float(np.mean(1 / (r + 1)))}
+                    for way, r in ranks.items()}
+    result["S"] = min(result[way]["R@10"] for way in WAYS)
+    return result
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def evaluate_matcher(
+    model_dir: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    seeds: int = 5,
+    n_queries: int = 500,
+    pool: int = 256,
+    seed: int = 0,
+    soundfont: str | None = None,
+    max_items: int = 0,
+    batch_size: int = 64,
+) -> dict:
+    """The seed protocol for the matcher in model_dir on one split, rendered with `soundfont`
+    (default: the first it was trained with) at the written tempo, unaugmented.
+
+    Returns {"split", "soundfont", "pieces", "segments", "queries", "pool", "seeds",
+    "audio_to_midi" and "midi_to_audio": {"R@1", "R@5", "R@10", "MRR": {"mean", "std"}},
+    "S": {"mean", "std"}, "chance": {"R@1", "R@5", "R@10"}, "per_seed": [one `retrieval` per seed]}.
+    Seeds are seed, seed + 1, ...; the same arguments give the same numbers.
+    """
+    from pianoapp.data.segments import TRAIN_SOUNDFONTS, Segments, matcher_pieces, render_pieces
+    from pianoapp.models.checkpoint import load_config, load_model
+
+    if seeds < 1 or n_queries < 1 or pool < 2:
+        raise BadInputError("The matcher evaluation needs at least 1 seed, 1 query and a pool of 2.")
+    data = load_config(model_dir).get("data", {})
+    soundfont = soundfont or data.get("soundfonts", TRAIN_SOUNDFONTS)[0]
+    pieces = matcher_pieces(split, data_dir=Path(data_dir) if data_dir else None, max_items=max_items)
+    segments = Segments(render_pieces(pieces, soundfonts=(soundfont,), per_piece=1,
+                                      seconds=data.get("render_seconds", 60.0)))
+    if len(segments) < 2:
+        raise BadInputError(f"The {split} split has fewer than two segments to match; use more pieces.")
+    audio, midi = embed_segments(load_model(model_dir), segments, batch_size=batch_size)
+    per_seed = [{"seed": s, **retrieval(audio, midi, seed=s, n_queries=n_queries, pool=pool)}
+                for s in range(seed, seed + seeds)]
+
+    def spread(values: list[float]) -> dict:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    pool = min(pool, len(segments))
+    return {
+        "split": split,
+        "soundfont": soundfont,
+        "pieces": len(pieces),
+        "segments": len(segments),
+        "queries": min(n_queries, len(segments)),
+        "pool": pool,
+        "seeds": [run["seed"] for run in per_seed],
+        **{way: {key: spread([run[way][key] for run in per_seed]) for key in per_seed[0][way]} for way in WAYS},
+        "S": spread([run["S"] for run in per_seed]),
+        "chance": {f"R@{k}": min(1.0, k / pool) for k in KS},
+        "per_seed": per_seed,
+    }
