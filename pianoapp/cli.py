@@ -25,15 +25,24 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="build or extend a search/match index").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     build = index.add_parser("build", help="index MIDI/MusicXML/audio files or folders")
-    build.add_argument("paths", nargs="+", metavar="PATH")
+    build.add_argument("paths", nargs="*", metavar="PATH")
     build.add_argument("--out", required=True, metavar="DIR")
+    build.add_argument("--demo", action="store_true", help="build the built-in demo index (music21 corpus)")
     add = index.add_parser("add", help="add files to an existing index (never loses items)")
     add.add_argument("paths", nargs="+", metavar="PATH")
     add.add_argument("--index", required=True, metavar="DIR")
+    remove = index.add_parser("remove", help="remove items from an index by path or id")
+    remove.add_argument("keys", nargs="+", metavar="PATH_OR_ID")
+    remove.add_argument("--index", required=True, metavar="DIR")
 
     search = sub.add_parser("search", help="find pieces by a text description")
     search.add_argument("text", metavar="TEXT")
     _index_opts(search)
+    search.add_argument("--collection", help="only items of this collection")
+    search.add_argument("--composer", help="only items by this composer")
+    search.add_argument("--key", help="only items in this key ('D minor') or mode ('minor')")
+    search.add_argument("--min-seconds", type=float, metavar="S", help="only items at least this long")
+    search.add_argument("--max-seconds", type=float, metavar="S", help="only items at most this long")
 
     match = sub.add_parser("match", help="find the MIDI for a recording or the recordings for a MIDI")
     match.add_argument("file", metavar="FILE")
@@ -76,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", metavar="DIR")
     ev.add_argument("--split", default="test", choices=("val", "test"))
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--prompts", type=int, default=20, metavar="N",
+                    help="lm: held-out prompts to continue and compare (0 skips; the model card uses 100)")
     ev.add_argument("--json", action="store_true")
 
     ren = sub.add_parser("render", help="render a MIDI/MusicXML file to audio with FluidSynth")
@@ -118,6 +129,10 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     if args.command in CAPABILITY_OF:
         availability.require(CAPABILITY_OF[args.command])
+    if args.command == "index":
+        return _index(args)
+    if args.command == "search":
+        return _search(args)
     if args.command == "render":
         from pianoapp.services.convert import render_file
 
@@ -139,10 +154,70 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from pianoapp.services.evaluation import evaluate
 
         report = evaluate(args.target, model_dir=args.model, data_dir=args.data, split=args.split,
-                          seed=args.seed)
+                          seed=args.seed, prompts=args.prompts)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     raise PianoappError(f"`pianoapp {args.command}` is not available yet.")
+
+
+def _index(args: argparse.Namespace) -> int:
+    from pianoapp.services import library
+
+    if args.action == "remove":
+        report = library.remove_from_index(args.keys, args.index)
+    else:
+        progress = _progress_bar("indexing")
+        if args.action == "add":
+            report = library.add_to_index(args.paths, args.index, progress=progress)
+        elif args.demo:
+            if args.paths:
+                raise BadInputError("--demo builds the demo collection's index; give it no paths.")
+            report = library.build_demo_index(args.out, progress=progress)
+        else:
+            if not args.paths:
+                raise BadInputError("Name the files or folders to index (or --demo for the demo collection).")
+            report = library.build_index(args.paths, args.out, progress=progress)
+    for path, why in report.skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def _progress_bar(desc: str):
+    """A (done, total) callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _search(args: argparse.Namespace) -> int:
+    from pianoapp.index import Filters
+    from pianoapp.services.library import ENGINE
+    from pianoapp.services.search import search
+
+    filters = Filters(args.collection, args.composer, args.key, args.min_seconds, args.max_seconds)
+    hits = search(args.text, index_dir=args.index, k=args.k,
+                  filters=filters if filters != Filters() else None)
+    if args.json:
+        print(json.dumps({"engine": ENGINE, "results": hits}, ensure_ascii=False))
+        return 0
+    print(f"engine: {ENGINE}", file=sys.stderr)
+    for rank, hit in enumerate(hits, 1):
+        by = f" · {hit['composer']}" if hit["composer"] else ""
+        print(f"{rank:>3}. {hit['score']:.3f}  {hit['title']}{by} ({hit['collection']})  {hit['path']}")
+    if not hits:
+        print("no results", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

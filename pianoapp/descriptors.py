@@ -10,6 +10,7 @@ the audio encoder's STFT); `octave_band_energy`, `a4` and `d4` are the numpy doo
 """
 
 import functools
+import itertools
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ def stft_magnitude(audio: torch.Tensor) -> torch.Tensor:
 def _band_means(sr: int, device: torch.device) -> torch.Tensor:
     """(bands, bins) matrix averaging the STFT bins of each octave band."""
     freqs = torch.linspace(0, sr / 2, A4_N_FFT // 2 + 1, dtype=torch.float64)
-    rows = [((freqs >= lo) & (freqs < hi)).double() for lo, hi in zip(A4_BAND_EDGES_HZ, A4_BAND_EDGES_HZ[1:])]
+    rows = [((freqs >= lo) & (freqs < hi)).double() for lo, hi in itertools.pairwise(A4_BAND_EDGES_HZ)]
     return torch.stack([r / r.sum() for r in rows]).float().to(device)
 
 

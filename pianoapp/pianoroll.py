@@ -24,7 +24,9 @@ def note_name(pitch: int) -> str:
     return pretty_midi.note_number_to_name(int(pitch))
 
 
-def piano_roll(pm: pretty_midi.PrettyMIDI, *, by_track: bool = False, end_s: float | None = None) -> go.Figure:
+def piano_roll(
+    pm: pretty_midi.PrettyMIDI, *, by_track: bool = False, end_s: float | None = None
+) -> go.Figure:
     """One horizontal bar per key press, coloured by velocity; sustain-pedal regions shaded.
 
     Bars show the keys as played (pedal not folded in), so the shading explains why notes ring on.
@@ -55,6 +57,14 @@ def piano_roll(pm: pretty_midi.PrettyMIDI, *, by_track: bool = False, end_s: flo
     fig.update_layout(barmode="overlay", bargap=0)
     if end_s is not None:
         fig.update_xaxes(range=[0, end_s])
+    return fig
+
+
+def mark_time(fig: go.Figure, seconds: float, label: str) -> go.Figure:
+    """A dashed vertical line across the keyboard at `seconds`, labelled at the top (e.g. a cut point)."""
+    fig.add_vline(x=seconds, line=dict(color="rgba(30, 41, 59, 0.7)", width=1.5, dash="dash"),
+                  annotation=dict(text=label, font_size=11, bgcolor="rgba(255, 255, 255, 0.8)"),
+                  annotation_position="top right")
     return fig
 
 

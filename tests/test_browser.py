@@ -35,7 +35,8 @@ def _free_port() -> int:
 def app_url(tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "PIANOAPP_HOME": str(tmp_path_factory.mktemp("home"))}  # the user's library, kept apart
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -100,6 +101,24 @@ def test_demo_collection_row_previews(page):
     page.screenshot(path=str(ARTIFACTS / "search-preview.png"), full_page=True)
 
 
+def test_search_query_ranks_rows_and_uploads_join(page, data_dir):
+    panel = _open_tab(page, "Search")
+    assert "metadata search" in panel.locator(".notice").first.inner_text()  # says which engine answers
+    panel.get_by_label("Describe the music").fill("Bach chorale in four voices")
+    panel.get_by_role("button", name="Search", exact=True).click()
+    panel.locator(".preview-status", has_text="closest pieces").first.wait_for(timeout=60_000)
+    first_row = [c.inner_text() for c in panel.get_by_role("row").nth(1).get_by_role("gridcell").all()]
+    assert first_row[1] == "Bach" and 0 < float(first_row[3]) <= 1, first_row
+    page.screenshot(path=str(ARTIFACTS / "search-results.png"), full_page=True)
+
+    panel.get_by_text("Add your own files").click()
+    panel.locator("input[type=file]").first.set_input_files(str(data_dir / "nottingham" / "waltzes10.mid"))
+    panel.get_by_role("button", name="Add to my library").click()
+    panel.locator(".preview-status", has_text="Your library").first.wait_for(timeout=60_000)
+    panel.get_by_role("gridcell", name="your files").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "search-upload.png"), full_page=True)
+
+
 def test_midi_upload_previews(page, data_dir):
     panel = _open_tab(page, "Continue")
     panel.locator("input[type=file]").first.set_input_files(str(data_dir / "nottingham" / "ashover1.mid"))
@@ -145,6 +164,26 @@ def test_recording_upload_shows_spectrogram(page, data_dir, tmp_path):
     _expect_preview(panel)
     assert panel.locator(".js-plotly-plot .heatmaplayer").count() == 1
     page.screenshot(path=str(ARTIFACTS / "match-upload.png"), full_page=True)
+
+
+def test_continue_grows_a_roll_then_plays(page, assets_dir):
+    panel = _open_tab(page, "Continue")
+    if panel.locator("input[type=file]").count() == 0:  # an earlier test left a file in the box
+        panel.get_by_role("button", name="Clear").first.click()
+    panel.locator("input[type=file]").first.set_input_files(str(assets_dir / "mozart_k545_opening.mid"))
+    panel.locator(".preview-status", has_text="122 notes").first.wait_for(timeout=30_000)
+    length = panel.get_by_label("number input for Length to add (seconds)")
+    length.fill("5")
+    length.press("Enter")
+    panel.get_by_role("button", name="Continue", exact=True).click()
+    panel.locator(".preview-status", has_text="Continued").first.wait_for(timeout=120_000)
+    _expect_preview(panel)
+    legend = panel.locator(".js-plotly-plot .legendtext")
+    assert sorted(legend.all_text_contents()) == ["Continuation", "Prompt"]  # SVG text
+    panel.get_by_role("button", name="Download MIDI").wait_for(timeout=10_000)
+    panel.get_by_role("button", name="Keep this and continue").wait_for(timeout=10_000)
+    page.mouse.move(0, 0)  # no hover highlight in the picture
+    page.screenshot(path=str(ARTIFACTS / "continue-result.png"), full_page=True)
 
 
 def _expect_preview(panel):

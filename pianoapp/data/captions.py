@@ -151,7 +151,7 @@ def describe(item: Item, attributes: dict) -> str:
     parts = [
         item.title,
         item.composer,
-        COLLECTION_NAMES[item.collection],
+        COLLECTION_NAMES.get(item.collection, item.collection),  # a user's folder: its own name
         item.meta.get("key") or attributes.get("key"),
         f"{bpm:.0f} BPM" if bpm else "",
     ]

@@ -115,7 +115,7 @@ def render_pieces(
         # Ranks started by torchrun share the machine's cores.
         workers = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         progress = tqdm(total=len(jobs), desc="rendering segments audio", file=sys.stderr, dynamic_ncols=True)
-        if workers > 1 and len(jobs) > 4:
+        if workers > 1 and len(jobs) > 16:  # below this, starting workers and loading soundfonts costs more
             with ProcessPoolExecutor(min(workers, 16)) as pool:
                 for _ in pool.map(_render_file, *zip(*jobs)):
                     progress.update()
@@ -196,7 +196,7 @@ class Segments(Dataset):
 class TrainingSegments(Dataset):
     """Item i: a window drawn uniformly from `segments`, augmented, as a pure function of (seed, i)."""
 
-    def __init__(self, segments: Segments, *, seed: int = 0, augment: AudioAugment | None = AudioAugment()):
+    def __init__(self, segments: Segments, *, seed: int, augment: AudioAugment | None):
         if not len(segments):
             raise ValueError("no segments to train on")  # callers check their data first
         self.segments, self.seed, self.augment = segments, seed, augment

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pianoapp.data.sequences import END, PITCH, START, VELOCITY, array_to_notes, notes_to_array
+from pianoapp.errors import BadInputError
 
 # Bin edges (ms) shared by IOIs and durations: 0, then half-octave steps from 25 ms to 6.4 s, and
 # everything longer in the last bin; the first bin (< 25 ms) holds notes struck together.
@@ -110,14 +111,17 @@ def ngram_keys(notes: np.ndarray, n: int = COPY_NGRAM) -> np.ndarray:
 
 
 def training_ngrams(pieces: list[np.ndarray], n: int = COPY_NGRAM) -> np.ndarray:
-    """The sorted, distinct n-gram keys of every piece: the index `copied` looks passages up in."""
-    return np.unique(np.concatenate([ngram_keys(p, n) for p in pieces] + [np.zeros(0, np.uint64)]))
+    """The sorted n-gram keys of every piece: the index `copied` looks passages up in."""
+    return np.sort(np.concatenate([ngram_keys(p, n) for p in pieces] + [np.zeros(0, np.uint64)]))
 
 
 def copied(notes: np.ndarray, index: np.ndarray, n: int = COPY_NGRAM) -> tuple[int, int]:
     """(n-grams of the passage found in the index, n-grams in the passage)."""
     keys = ngram_keys(notes, n)
-    return int(np.isin(keys, index).sum()), len(keys)
+    if not len(index):
+        return 0, len(keys)
+    at = np.minimum(np.searchsorted(index, keys), len(index) - 1)  # sorted lookup: np.isin re-sorts the index
+    return int((index[at] == keys).sum()), len(keys)
 
 
 def copy_rate(notes: np.ndarray, index: np.ndarray, n: int = COPY_NGRAM) -> float:
@@ -144,7 +148,8 @@ def draw_prompts(pieces: list[np.ndarray], n: int, *, prompt_seconds: float, sec
     span_ms, cont_ms = prompt_seconds * 1000, seconds * 1000
     eligible = [p for p in pieces if len(p) and p[-1, START] - p[0, START] > span_ms + cont_ms]
     if len(eligible) < 2:
-        raise ValueError(f"fewer than 2 pieces last longer than {prompt_seconds + seconds:.0f} s")
+        raise BadInputError(f"Fewer than 2 pieces of the data last longer than {prompt_seconds + seconds:.0f} s; "
+                            "pass --data with the full corpus or shorten the prompts.")
     prompts = []
     for _ in range(100 * n):  # redraws for windows that fall on rests; real music needs few
         if len(prompts) == n:
@@ -162,7 +167,7 @@ def draw_prompts(pieces: list[np.ndarray], n: int, *, prompt_seconds: float, sec
         if len(truth) and len(window):
             prompts.append(Prompt(notes=_moved(notes, -t0), truth=_moved(truth, -t0), other=_moved(window, -u)))
     if len(prompts) < n:
-        raise ValueError(f"found only {len(prompts)} of {n} prompts with notes")
+        raise BadInputError(f"Found only {len(prompts)} of {n} prompts with notes; pass --data with the full corpus.")
     return prompts
 
 

@@ -63,7 +63,7 @@ class MidiEncoder(nn.Module):
         pitch, velocity = midi["pitch"][:, :n], midi["velocity"][:, :n]
         onset, duration = midi["onset"][:, :n].float(), midi["duration"][:, :n].float()
         velocity_bin = (velocity.clamp(0, 127) * self.config.velocity_bins) // 128
-        duration_bin = torch.bucketize(duration, self.duration_edges)
+        duration_bin = torch.bucketize(duration.contiguous(), self.duration_edges)
         e = torch.cat([self.pitch_emb(pitch.clamp(0, 127)), self.velocity_emb(velocity_bin),
                        self.duration_emb(duration_bin)], dim=-1)
         e = self.event(e)

@@ -17,7 +17,8 @@ class Capability:
 CAPABILITIES = {
     c.name: c
     for c in (
-        Capability("search", "Text search", ("bind",), "the text–audio–MIDI search model"),
+        # Answered by MiniLM over metadata text until the trained text–audio–MIDI model ships.
+        Capability("search", "Text search", (), "the text–audio–MIDI search model"),
         Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher"),
         Capability("continue", "Continuation", ("lm-small",), "the piano language model"),
         Capability("arrange", "Arrangement", ("lm-small", "arranger"), "the style-reference arranger"),

@@ -46,31 +46,32 @@ class Continuation:
         """Prompt and continuation as one part in time order: the prompt for playing on from here."""
         return sorted(self.prompt + self.generated, key=lambda n: (n.start, n.pitch, n.end))
 
-    def figure(self) -> go.Figure:
-        """Piano roll, prompt and continuation in two colours, framed to the planned end."""
+    def figure(self, *, cut_s: float | None = None) -> go.Figure:
+        """Piano roll, prompt and continuation in two colours, framed to the planned end; `cut_s`
+        marks the point a regeneration would start from."""
         last_end = max(n.end for n in self.prompt + self.generated)
-        return pianoroll.piano_roll(self.midi(), by_track=True, end_s=max(last_end, self.end_s or 0) + 0.5)
+        fig = pianoroll.piano_roll(self.midi(), by_track=True, end_s=max(last_end, self.end_s or 0) + 0.5)
+        return fig if cut_s is None else pianoroll.mark_time(fig, cut_s, f"regenerate from {cut_s:.1f} s")
 
     def summary(self) -> str:
         """One line: how long the prompt and the continuation are, and how far generation has got."""
-        prompt_end = max(n.end for n in self.prompt)
-        line = f"prompt {_clock(prompt_end)} · {len(self.prompt):,} notes"
+        line = f"prompt {_clock(max(n.end for n in self.prompt))} · {len(self.prompt):,} notes"
         if not self.generated and self.done:
             return line + " · the model added nothing; try another seed"
         if not self.generated:
             return line
-        written = max(n.start for n in self.generated) - _last_onset(self.prompt)
-        planned = "" if self.done or self.end_s is None else f" of {self.end_s - _last_onset(self.prompt):.0f}"
+        prompt_end = _last_onset(self.prompt)
+        written = max(n.start for n in self.generated) - prompt_end
+        planned = "" if self.done or self.end_s is None else f" of {self.end_s - prompt_end:.0f}"
         return line + f" · continuation {written:.1f}{planned} s · {len(self.generated):,} notes"
 
 
 @dataclass(frozen=True)
 class Saved:
-    """A result ready for the page: audio to play, MIDI to download, and its piano roll."""
+    """A result ready to hand out: audio to play and MIDI to download."""
 
     wav_path: Path
     midi_path: Path
-    figure: go.Figure
 
 
 def load_prompt(path: str | Path) -> tuple[list[pretty_midi.Note], list[str]]:
@@ -160,19 +161,19 @@ def regenerate(
     for new in continue_notes(context, seconds=end_s - _last_onset(context), seed=seed, **options):
         # The model may place a note between the last kept onset and `from_s`; dropping it keeps
         # everything before `from_s` as it was.
-        yield replace(new, prompt=result.prompt, generated=kept + [n for n in new.generated if n.start >= from_s],
-                      notices=result.notices, end_s=end_s)
+        after = [n for n in new.generated if n.start >= from_s]
+        yield replace(new, prompt=result.prompt, generated=kept + after, notices=result.notices, end_s=end_s)
 
 
 def save_continuation(result: Continuation, *, name: str = "continuation") -> Saved:
-    """Render the result to `<name>.wav`, write it as a two-track `<name>.mid` and draw it."""
+    """Render the result to `<name>.wav` and write it as a two-track `<name>.mid`."""
     folder = Path(tempfile.mkdtemp(dir=_saved_dir()))
     pm = result.midi()
     wav = write_audio(folder / f"{name}.wav", render(pm, sr=constants.SAMPLE_RATE), constants.SAMPLE_RATE)
     mid = write_midi(pm, folder / f"{name}.mid")
     for old in sorted(_saved_dir().iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
         shutil.rmtree(old, ignore_errors=True)
-    return Saved(wav, mid, result.figure())
+    return Saved(wav, mid)
 
 
 @functools.cache
@@ -184,7 +185,7 @@ def _saved_dir() -> Path:
 
 
 def _last_onset(notes: list[pretty_midi.Note]) -> float:
-    return max(n.start for n in notes)
+    return float(max(n.start for n in notes))
 
 
 def _clock(seconds: float) -> str:

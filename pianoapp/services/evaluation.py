@@ -10,8 +10,11 @@ DEFAULT_MODEL = {"lm": "lm-small", "matcher": "matcher", "search": "bind", "arra
 
 def evaluate(
     target: str, *, model_dir: str | Path | None = None, data_dir: str | Path | None = None,
-    split: str = "test", seed: int = 0,
+    split: str = "test", seed: int = 0, prompts: int = 20,
 ) -> dict:
+    """`prompts`: for the LM, how many held-out prompts to continue and compare (0 skips that part)."""
+    if prompts < 0:
+        raise BadInputError(f"--prompts must be 0 or more, got {prompts}.")
     model_dir = Path(model_dir) if model_dir else constants.MODELS_DIR / DEFAULT_MODEL[target]
     if not (model_dir / "model.safetensors").is_file():
         if model_dir.exists() or target == "lm":
@@ -21,9 +24,14 @@ def evaluate(
     if not data_dir.is_dir():
         raise BadInputError(f"Data folder {data_dir} does not exist; pass --data DIR.")
     if target == "lm":
+        from pianoapp.evaluate.continuation import evaluate_continuations
         from pianoapp.evaluate.lm import evaluate_lm
 
-        return evaluate_lm(model_dir, data_dir=data_dir, split=split, seed=seed)
+        report = evaluate_lm(model_dir, data_dir=data_dir, split=split, seed=seed)
+        if prompts:
+            report["continuation"] = evaluate_continuations(model_dir, data_dir=data_dir, split=split,
+                                                            n_prompts=prompts, seed=seed)
+        return report
     if target == "matcher":
         from pianoapp.evaluate.matcher import evaluate_matcher
 

@@ -14,11 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 
 from pianoapp.data.augment import AudioAugment
 from pianoapp.data.segments import (
-    HELD_OUT_SOUNDFONT, HOP_SECONDS, SEGMENT_SECONDS, Segments, TrainingSegments, matcher_items, matcher_pieces,
+    COLLECTIONS,
+    HELD_OUT_SOUNDFONT,
+    HOP_SECONDS,
+    SEGMENT_SECONDS,
+    TIME_SCALE_RANGE,
+    Segments,
+    TrainingSegments,
+    matcher_items,
+    matcher_pieces,
     render_pieces,
 )
 from pianoapp.errors import BadInputError
@@ -51,6 +58,9 @@ class MatcherTrainConfig(TrainConfig):
         if not self.soundfont_names or unknown:
             raise BadInputError(f"Training setting soundfonts names {', '.join(unknown) or 'none'}; "
                                 f"choose from the installed {', '.join(installed) or '(none)'}.")
+        if HELD_OUT_SOUNDFONT in self.soundfont_names:
+            raise BadInputError(f"{HELD_OUT_SOUNDFONT} is kept out of training for the robustness test; "
+                                "train with the other soundfonts.")
         if self.renders_per_piece < 1 or self.render_seconds < SEGMENT_SECONDS:
             raise BadInputError(f"Render at least one variant of at least {SEGMENT_SECONDS:g} s per piece.")
 
@@ -63,7 +73,7 @@ class MatcherRecipe:
     def __init__(self, name: str, config: MatcherTrainConfig, *, data_dir: Path | None = None):
         self.name, self.config, self.data_dir = name, config, data_dir
         self.model_config = get_config(name, use_a4=config.use_a4, use_d4=config.use_d4)
-        self._val: dict | None = None
+        self._val: list[dict] | None = None
 
     def _segments(self, split: str, *, soundfonts: tuple[str, ...], per_piece: int) -> Segments:
         pieces = matcher_pieces(split, data_dir=self.data_dir, max_items=self.config.max_items)
@@ -94,7 +104,7 @@ class MatcherRecipe:
         if self._val is None:
             segments = self._segments("val", soundfonts=self.config.soundfont_names[:1], per_piece=1)
             picks = np.random.default_rng(0).permutation(len(segments))[: self.config.eval_windows]
-            self._val = default_collate([segments[int(j)] for j in sorted(picks)])
+            self._val = [segments[int(j)] for j in sorted(picks)]
         za, zm = embed_segments(model, self._val, batch_size=self.config.batch_size)
         n = len(za)
         scores = retrieval(za, zm, seed=0, n_queries=n, pool=n)
@@ -105,7 +115,7 @@ class MatcherRecipe:
 
     def checkpoint_extra(self) -> dict:
         c = self.config
-        return {"data": {"collections": ["asap", "pop909", "nottingham"], "soundfonts": list(c.soundfont_names),
+        return {"data": {"collections": list(COLLECTIONS), "soundfonts": list(c.soundfont_names),
                          "held_out_soundfont": HELD_OUT_SOUNDFONT, "renders_per_piece": c.renders_per_piece,
                          "render_seconds": c.render_seconds, "segment_seconds": SEGMENT_SECONDS,
                          "hop_seconds": HOP_SECONDS},
@@ -128,12 +138,14 @@ class MatcherRecipe:
             return f"| {sf} | {r['segments']:,} | {' | '.join(cells)} | {r['S']['mean']:.3f} ± {r['S']['std']:.3f} |"
 
         main = results[c.soundfont_names[0]]
+        lo, hi = TIME_SCALE_RANGE
+        scaled = f", the others with note times scaled by {lo:g}–{hi:g}" if c.renders_per_piece > 1 else ""
         text = f"""## Data
 
 Openings (first {c.render_seconds:g} s) of ASAP performances, POP909 songs and Nottingham tunes, rendered
-with {', '.join(c.soundfont_names)} ({c.renders_per_piece} variants per piece: the written tempo and
-time-scaled by {0.8}–{1.25}), cut into {SEGMENT_SECONDS:g} s segments every {HOP_SECONDS:g} s and paired with
-the notes sounding in each (sustain pedal folded in). Audio augmentation: {'gain, EQ, reverb, noise at 10–40 dB SNR' if c.augment else 'none'}.
+with {', '.join(c.soundfont_names)} ({c.renders_per_piece} per piece: one at the written tempo{scaled}),
+cut into {SEGMENT_SECONDS:g} s segments every {HOP_SECONDS:g} s and paired with the notes sounding in each
+(sustain pedal folded in). Audio augmentation: {'gain, EQ, reverb, noise at 10–40 dB SNR' if c.augment else 'none'}.
 Piece-disjoint splits; files per split: {files}. Arm {arm} (A4 {'on' if m.use_a4 else 'off'}, D4
 {'on' if m.use_d4 else 'off'}), {c.loss} loss.
 

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from pianoapp.services.continue_ import Continuation, continue_notes, load_prompt, regenerate, save_continuation
+from pianoapp.services.continue_ import (
+    Continuation,
+    continue_notes,
+    load_prompt,
+    regenerate,
+    save_continuation,
+)
 from pianoapp.ui.components import (
     SUFFIXES,
     asset_examples,
@@ -44,21 +50,22 @@ def build() -> None:
     with gr.Row(equal_height=True):
         seconds = gr.Slider(5, 60, value=DEFAULT_SECONDS, step=1, label="Length to add (seconds)", scale=3)
         seed = gr.Number(0, precision=0, minimum=0, label="Seed", info="same seed, same music", scale=1)
-        start = gr.Button("Continue", variant="primary", scale=1)
-    with gr.Accordion("Sampling", open=False):
-        with gr.Row():
-            temperature = gr.Slider(0.5, 1.5, value=0.98, step=0.01, label="Temperature",
-                                    info="higher is more adventurous")
-            top_p = gr.Slider(0.5, 1.0, value=1.0, step=0.01, label="Top-p",
-                              info="sample from the likeliest notes covering this share")
-            min_p = gr.Slider(0.0, 0.2, value=0.035, step=0.005, label="Min-p",
-                              info="drop notes less likely than this × the likeliest")
+    with gr.Accordion("Sampling", open=False), gr.Row():
+        temperature = gr.Slider(0.5, 1.5, value=0.98, step=0.01, label="Temperature",
+                                info="higher is more adventurous")
+        top_p = gr.Slider(0.5, 1.0, value=1.0, step=0.01, label="Top-p",
+                          info="sample from the likeliest notes covering this share")
+        min_p = gr.Slider(0.0, 0.2, value=0.035, step=0.005, label="Min-p",
+                          info="drop notes less likely than this × the likeliest")
+    start = gr.Button("Continue", variant="primary")
     preview = preview_outputs("Upload an opening or pick a demo, then press Continue.")
-    with gr.Row(visible=False) as actions:
-        download = gr.DownloadButton("Download MIDI", variant="secondary", scale=1)
-        keep = gr.Button("Keep this and continue", scale=1)
-        from_s = gr.Slider(0, 1, value=0, step=0.1, label="Regenerate from (seconds)", scale=2)
-        again = gr.Button("Regenerate from here", scale=1)
+    with gr.Column(visible=False) as actions:
+        from_s = gr.Slider(0, 1, value=0, step=0.1, label="Regenerate from (seconds)",
+                           info="keep everything before this point and sample the rest with the next seed")
+        with gr.Row():
+            keep = gr.Button("Keep this and continue", variant="primary")
+            again = gr.Button("Regenerate from here")
+            download = gr.DownloadButton("Download MIDI")
 
     sampling = [seconds, temperature, top_p, min_p, seed]
     outputs = [result, preview.audio, preview.plot, preview.status, actions, download, from_s]
@@ -66,7 +73,9 @@ def build() -> None:
         box.change(select_source, [box, other], [source, *outputs], show_progress="minimal")
     start.click(generate, [source, *sampling], outputs, show_progress="hidden")
     keep.click(keep_and_continue, [source, result, *sampling], outputs, show_progress="hidden")
-    again.click(regenerate_from, [source, result, from_s, *sampling], [*outputs, seed], show_progress="hidden")
+    from_s.release(show_cut, [result, from_s], preview.plot, show_progress="hidden")
+    again.click(regenerate_from, [source, result, from_s, *sampling], [*outputs, seed],
+                show_progress="hidden")
 
 
 def select_source(path: str | None, other: str | None = None) -> tuple:
@@ -115,6 +124,11 @@ def regenerate_from(source: str | None, result: Continuation | None, from_s, sec
         yield *update, seed
 
 
+def show_cut(result: Continuation | None, from_s) -> dict:
+    """Redraw the roll with the regeneration point marked, so the slider's number has a place."""
+    return gr.update() if result is None else gr.update(value=result.figure(cut_s=from_s))
+
+
 def _stream(results: Iterator[Continuation], source: str | None, seed: int) -> Iterator[tuple]:
     """Updates for (result, audio, plot, status, actions, download, from_s) while the roll grows,
     then the rendered result; a failure at any point becomes its sentence."""
@@ -131,18 +145,18 @@ def _stream(results: Iterator[Continuation], source: str | None, seed: int) -> I
     except Exception as err:  # noqa: BLE001 - every failure becomes one sentence on the page
         yield _failed(user_message(err))
         return
-    prompt_end = max(n.start for n in current.prompt)
-    end = current.end_s or prompt_end + 1
+    prompt_end = float(max(n.start for n in current.prompt))  # a NumPy float would reach the page as text
+    end = float(current.end_s or prompt_end + 1)
+    cut_s = round((prompt_end + end) / 2, 1)  # regenerating the second half is the likeliest wish
     status = f"**Continued** · {current.summary()} · seed {seed}"
     yield (
         current,
         gr.update(value=str(saved.wav_path), visible=True),
-        gr.update(value=saved.figure, visible=True),
+        gr.update(value=current.figure(cut_s=cut_s), visible=True),
         "\n\n".join([status, *current.notices]),
         gr.update(visible=True),
         str(saved.midi_path),
-        # Regenerating from the middle of the continuation is the likeliest wish.
-        gr.update(minimum=round(prompt_end, 1), maximum=round(end, 1), value=round((prompt_end + end) / 2, 1)),
+        gr.update(minimum=round(prompt_end, 1), maximum=round(end, 1), value=cut_s),
     )
 
 

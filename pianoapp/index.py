@@ -1,0 +1,270 @@
+"""A persistent vector index: unit embeddings and one metadata record per item, in one folder.
+
+    manifest.json        format version, embedding space and width, and which generation is current
+    items-<g>.jsonl      one JSON object per item, in embedding order
+    embeddings-<g>.npy   float32 (items, dim), L2-normalised, so inner product = cosine; Explore
+                         and re-ranking read them without embedding anything again
+    ann-<g>.faiss        the approximate (HNSW) graph, only for indexes searched approximately
+
+A save writes generation g+1 beside g and then replaces manifest.json, the one commit point: a crash
+at any moment leaves a manifest naming a complete generation, the old one or the new one.
+
+Search is exact (FAISS `IndexFlatIP`) up to EXACT_MAX_ITEMS items: at 100k × 384 it still answers in
+tens of milliseconds on two cores. Beyond that an HNSW graph trades a little recall for speed
+(bench/search_latency.py measures both on the same items).
+
+An item is a dict with at least `id` (its content hash: adding the same content twice keeps one) and
+`path` (as the caller gave it). Filters read `collection`, `composer`, `key` and `duration_s`.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from pianoapp.errors import BadInputError, CorruptFileError, brief
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EXACT_MAX_ITEMS = 100_000
+HNSW_NEIGHBOURS = 32  # graph degree: recall@10 ≥ 0.95 at efSearch 64 on 384-d text embeddings
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 64
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Keep only items matching every field given. Text fields ignore case; `key` may be a whole key
+    ("D minor") or only a mode ("minor")."""
+
+    collection: str | None = None
+    composer: str | None = None
+    key: str | None = None
+    min_seconds: float | None = None
+    max_seconds: float | None = None
+
+    def keep(self, item: dict) -> bool:
+        key = (item.get("key") or "").lower()
+        duration = item.get("duration_s") or 0.0
+        return (
+            (not self.collection or (item.get("collection") or "").lower() == self.collection.lower())
+            and (not self.composer or (item.get("composer") or "").lower() == self.composer.lower())
+            and (not self.key or key == self.key.lower() or key.endswith(" " + self.key.lower()))
+            and (self.min_seconds is None or duration >= self.min_seconds)
+            and (self.max_seconds is None or duration <= self.max_seconds)
+        )
+
+
+class Index:
+    def __init__(self, folder: str | os.PathLike, space: str, dim: int, items: list[dict],
+                 embeddings: np.ndarray, *, generation: int = 0, approximate: bool | None = None):
+        self.folder = Path(folder)
+        self.space = space  # names the encoder (and text recipe) the embeddings come from
+        self.dim = dim
+        self.items = items
+        self.embeddings = embeddings
+        self.generation = generation
+        self._approximate = approximate  # None: decided by size
+        self._faiss = None  # built on first search, dropped on any change
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike, space: str, dim: int, *,
+               approximate: bool | None = None) -> "Index":
+        """An empty index for `folder` (written by `save`)."""
+        return cls(folder, space, dim, [], np.zeros((0, dim), np.float32), approximate=approximate)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, *, space: str | None = None,
+             approximate: bool | None = None) -> "Index":
+        """Read an index; with `space`, refuse one whose embeddings come from another encoder."""
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if space is not None and manifest["space"] != space:
+            raise BadInputError(
+                f"The index at {folder} holds '{manifest['space']}' embeddings but search now uses "
+                f"'{space}'; rebuild it with `pianoapp index build PATH... --out {folder}`."
+            )
+        gen = manifest["generation"]
+        try:
+            embeddings = np.load(folder / manifest["embeddings"], allow_pickle=False)
+            with open(folder / manifest["items"], encoding="utf-8") as f:
+                items = [json.loads(line) for line in f if line.strip()]
+        except (OSError, ValueError) as err:
+            raise CorruptFileError(f"The index at {folder} is damaged ({brief(err)}); rebuild it.") from err
+        if embeddings.shape != (len(items), manifest["dim"]):
+            raise CorruptFileError(
+                f"The index at {folder} is damaged ({len(items)} items but embeddings of shape "
+                f"{embeddings.shape}); rebuild it."
+            )
+        index = cls(folder, manifest["space"], manifest["dim"], items, embeddings.astype(np.float32),
+                    generation=gen, approximate=approximate)
+        if manifest.get("ann") and index.approximate:
+            graph = faiss.read_index(str(folder / manifest["ann"]))
+            if graph.ntotal == len(items):
+                graph.hnsw.efSearch = HNSW_EF_SEARCH
+                index._faiss = graph
+        return index
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, item_id: str) -> bool:
+        return any(it["id"] == item_id for it in self.items)
+
+    @property
+    def approximate(self) -> bool:
+        return len(self) > EXACT_MAX_ITEMS if self._approximate is None else self._approximate
+
+    def add(self, items: list[dict], embeddings: np.ndarray) -> list[dict]:
+        """Add items (one embedding row each); return those actually added.
+
+        Content already indexed is skipped. An item whose path is indexed with other content (the
+        file was edited) replaces the old entry.
+        """
+        embeddings = np.asarray(embeddings, np.float32).reshape(len(items), -1)
+        if embeddings.shape[1] != self.dim:
+            raise ValueError(f"embeddings are {embeddings.shape[1]}-d, the index holds {self.dim}-d")
+        seen = {it["id"] for it in self.items}
+        keep = []
+        for i, item in enumerate(items):
+            if item["id"] not in seen:
+                seen.add(item["id"])
+                keep.append(i)
+        added = [items[i] for i in keep]
+        self.remove(it["path"] for it in added)
+        rows = embeddings[keep]
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        self.items = self.items + added
+        self.embeddings = np.concatenate([self.embeddings, rows])
+        self._faiss = None
+        return added
+
+    def remove(self, keys: Iterable[str]) -> list[dict]:
+        """Remove the items whose id or path is among `keys`; return them."""
+        keys = set(keys)
+        gone = [i for i, it in enumerate(self.items) if it["id"] in keys or it["path"] in keys]
+        if gone:
+            kept = np.setdiff1d(np.arange(len(self.items)), gone)
+            removed = [self.items[i] for i in gone]
+            self.items = [self.items[i] for i in kept]
+            self.embeddings = self.embeddings[kept]
+            self._faiss = None
+            return removed
+        return []
+
+    def search(self, query: np.ndarray, k: int = 10, filters: Filters | None = None) -> list[tuple[dict, float]]:
+        """The k items nearest the query vector (cosine), best first, among those the filters keep."""
+        if len(self) == 0 or k <= 0:
+            return []
+        query = np.asarray(query, np.float32).reshape(1, self.dim)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        params = None
+        if filters is not None:
+            ids = np.array([i for i, it in enumerate(self.items) if filters.keep(it)], dtype=np.int64)
+            if not len(ids):
+                return []
+            selector = faiss.IDSelectorBatch(ids)
+            params = (faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, k))
+                      if self.approximate else faiss.SearchParameters(sel=selector))
+        scores, rows = self._searcher().search(query, min(k, len(self)), params=params)
+        return [(self.items[r], float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
+
+    def _searcher(self):
+        if self._faiss is None:
+            if self.approximate:
+                graph = faiss.IndexHNSWFlat(self.dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+                graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+                graph.hnsw.efSearch = HNSW_EF_SEARCH
+                self._faiss = graph
+            else:
+                self._faiss = faiss.IndexFlatIP(self.dim)
+            self._faiss.add(self.embeddings)
+        return self._faiss
+
+    def save(self) -> Path:
+        """Write the next generation, then switch the manifest to it; older generations are deleted."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        gen = self.generation + 1
+        names = {"items": f"items-{gen}.jsonl", "embeddings": f"embeddings-{gen}.npy", "ann": None}
+        _write_atomic(self.folder / names["embeddings"], lambda f: np.save(f, self.embeddings))
+        lines = "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in self.items)
+        _write_atomic(self.folder / names["items"], lambda f: f.write(lines.encode("utf-8")))
+        if self.approximate and len(self):
+            names["ann"] = f"ann-{gen}.faiss"
+            graph = self._searcher()
+            _write_atomic(self.folder / names["ann"], lambda f: f.write(faiss.serialize_index(graph).tobytes()))
+        manifest = {
+            "format": "pianoapp-index",
+            "version": FORMAT_VERSION,
+            "space": self.space,
+            "dim": self.dim,
+            "count": len(self),
+            "generation": gen,
+            **names,
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        _write_atomic(self.folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        self.generation = gen
+        current = {name for name in names.values() if name}
+        for pattern in ("items-*.jsonl", "embeddings-*.npy", "ann-*.faiss", "*.tmp"):
+            for stale in self.folder.glob(pattern):
+                if stale.name not in current:
+                    stale.unlink(missing_ok=True)
+        return self.folder
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of an index folder, checked; a missing, foreign or outdated index is a sentence."""
+    rebuild = f"build one with `pianoapp index build PATH... --out {folder}`"
+    if not folder.is_dir():
+        raise BadInputError(f"There is no index at {folder}; {rebuild}.")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BadInputError(f"{folder} is not a Pianoapp index (it has no {MANIFEST}); {rebuild}.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        version = manifest["version"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CorruptFileError(f"The index manifest {path} is damaged ({brief(err)}); rebuild the index.") from err
+    if version != FORMAT_VERSION:
+        age = "an older" if isinstance(version, int) and version < FORMAT_VERSION else "another"
+        raise BadInputError(
+            f"The index at {folder} was written by {age} version of Pianoapp (format {version}, this one "
+            f"reads format {FORMAT_VERSION}); rebuild it with `pianoapp index build PATH... --out {folder}`."
+        )
+    return manifest
+
+
+def is_index(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the folder's writer lock (across processes) from opening an index to saving it.
+
+    The lock is on the folder itself, so no lock file is left behind."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,432 @@
+"""Files into indexes: build, add to and remove from an index folder; shared by the CLI and the app.
+
+Every file becomes one item: its notes (recordings are transcribed with basic-pitch first) give key,
+tempo, texture, register and the rest (`data.attributes`); its metadata gives title, composer and
+collection. Search engine "metadata" embeds the item's description with MiniLM (`item_text`); when
+the trained text–audio–MIDI model ships, only `SPACE` and `embed_items` change.
+
+Files under the shared training data (POP909, ASAP, Nottingham) keep their collection's metadata
+(song names, composers, tune types). Demo items are named `music21:<corpus path>`, the same on every
+machine; `locate` finds the file.
+"""
+
+import atexit
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pianoapp import constants
+from pianoapp.data.attributes import note_attributes
+from pianoapp.data.captions import WORDINGS, caption_slots, describe
+from pianoapp.data.corpora import Item, load_collection
+from pianoapp.errors import BadInputError, PianoappError
+from pianoapp.index import MANIFEST, Index, is_index, locked, read_manifest
+from pianoapp.io.files import check_file, file_kind
+from pianoapp.io.midi import piano_notes, read_midi, write_midi
+
+ENGINE = "metadata"  # what answers a text query; "bind" once the trained model ships
+SPACE = "all-MiniLM-L6-v2/metadata-text-v1"  # the encoder and the item-text recipe (bump on any change)
+DEMO_INDEX_DIR = constants.ASSETS_DIR / "demo-index"
+DEMO_COLLECTION = "music21"
+UPLOADS_COLLECTION = "your files"
+MUSIC21_PREFIX = "music21:"
+INDEXED_SUFFIXES = constants.SYMBOLIC_SUFFIXES + constants.AUDIO_SUFFIXES
+TRAINING_COLLECTIONS = ("pop909", "asap", "nottingham")
+# Slots of `caption_slots` said in an item's text, each in its first training wording.
+TEXT_SLOTS = ("genre", "mood", "tempo", "texture", "density", "register", "dynamics", "metre", "rendition")
+
+PARALLEL_FROM = 8  # files per worker process below which reading in one process is faster
+Progress = Callable[[int, int], None]  # (files done, files in all)
+
+
+@dataclass
+class Report:
+    """What a build, add or remove did, for a summary line and the per-file reasons."""
+
+    index_dir: Path
+    added: list[dict] = field(default_factory=list)
+    removed: list[dict] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # paths whose content is indexed already
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why), one sentence each
+    total: int = 0  # items in the index afterwards
+
+    def summary(self) -> str:
+        done = [f"{len(self.added):,} added"] if self.added or not self.removed else []
+        done += [f"{len(self.removed):,} removed"] if self.removed else []
+        done += [f"{len(self.duplicates):,} already there"] if self.duplicates else []
+        done += [f"{len(self.skipped):,} skipped"] if self.skipped else []
+        return f"{', '.join(done)}; {self.total:,} items in {self.index_dir}."
+
+
+# The engine --------------------------------------------------------------------------------------
+
+
+def item_text(item: Item, attributes: dict) -> str:
+    """What the metadata engine embeds: `describe` (title, composer, collection, key, tempo) and what
+    the notes say (genre, mood, tempo, texture, density, register, dynamics, metre, rendition)."""
+    slots = caption_slots(item, attributes)
+    parts = [describe(item, attributes)]
+    for name in TEXT_SLOTS:
+        value = slots.get(name)
+        if isinstance(value, tuple):
+            concept, fields = value
+            text = WORDINGS[concept][0][0].format(**fields)
+            value = f"{text} {fields['form']}" if concept.startswith("style:") else text
+        if value:
+            parts.append(value)
+    return "; ".join(parts)
+
+
+def embed_texts(texts: list[str]) -> np.ndarray:
+    from pianoapp.models.text_encoder import load_text_encoder  # torch and transformers: only when needed
+
+    return load_text_encoder().encode(texts)
+
+
+# Index folders ----------------------------------------------------------------------------------
+
+
+def user_index_dir() -> Path:
+    """The app's index of the user's own files: $PIANOAPP_HOME/index, else ~/.local/share/pianoapp/index."""
+    home = os.environ.get("PIANOAPP_HOME") or Path.home() / ".local" / "share" / "pianoapp"
+    return Path(home) / "index"
+
+
+_opened: dict[Path, Index] = {}
+_opened_lock = threading.Lock()
+
+
+def open_index(folder: str | os.PathLike) -> Index:
+    """An index for searching, read once per saved generation (a later save is picked up)."""
+    folder = Path(folder).resolve()
+    generation = read_manifest(folder)["generation"]
+    with _opened_lock:
+        cached = _opened.get(folder)
+        if cached is None or cached.generation != generation:
+            cached = _opened[folder] = Index.open(folder, space=SPACE)
+        return cached
+
+
+def locate(path: str) -> Path:
+    """The file an item's path names on this machine."""
+    if path.startswith(MUSIC21_PREFIX):
+        from music21 import common  # slow import, only for demo items
+
+        return Path(common.getCorpusFilePath()) / path.removeprefix(MUSIC21_PREFIX)
+    return Path(path)
+
+
+# Build, add, remove ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to index."""
+
+    path: str  # what the index records: as the caller gave it
+    file: Path  # where to read it now (an upload's own name is what error messages show)
+    collection: str
+    item: Item | None = None  # its collection's metadata, when known
+    upload: bool = False  # uploads keep the app's length cap; collections are read whole
+
+
+def build_index(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
+                progress: Progress | None = None) -> Report:
+    """A new index of the MIDI, score and audio files among `paths` (folders are walked) in out_dir,
+    replacing any index there. Files that cannot be read are skipped, each with its reason."""
+    sources, skipped = _find_files(paths)
+    report = _build(sources, Path(out_dir), progress=progress)
+    report.skipped[:0] = skipped
+    return report
+
+
+def build_demo_index(out_dir: str | os.PathLike = DEMO_INDEX_DIR, *, progress: Progress | None = None) -> Report:
+    """The built-in demo index: music21's demo collection (`data.corpora`), paths `music21:<corpus path>`."""
+    from music21 import common
+
+    root = Path(common.getCorpusFilePath())
+    sources = [Source(MUSIC21_PREFIX + item.path.relative_to(root).as_posix(), item.path, DEMO_COLLECTION, item)
+               for item in load_collection(DEMO_COLLECTION)]
+    return _build(sources, Path(out_dir), progress=progress)
+
+
+def _build(sources: list[Source], out_dir: Path, *, progress: Progress | None) -> Report:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"{out_dir} is a file; choose a folder for the index.")
+    if out_dir.is_dir() and not is_index(out_dir) and any(not p.name.startswith(".") for p in out_dir.iterdir()):
+        raise BadInputError(f"{out_dir} holds other files; choose a new or empty folder for the index.")
+    with locked(out_dir):
+        index = Index.create(out_dir, SPACE, _engine_dim())
+        index.generation = _current_generation(out_dir)  # the old index stays current until the new is saved
+        return _index_files(index, sources, progress=progress)
+
+
+def add_to_index(paths: Iterable[str | os.PathLike], index_dir: str | os.PathLike, *,
+                 progress: Progress | None = None) -> Report:
+    """Add files to an existing index; what it holds stays (content already there is not added twice)."""
+    read_manifest(Path(index_dir))  # a missing or outdated index is a sentence, before anything is read
+    sources, skipped = _find_files(paths)
+    with locked(index_dir):
+        report = _index_files(Index.open(index_dir, space=SPACE), sources, progress=progress)
+    report.skipped[:0] = skipped
+    return report
+
+
+def add_uploads(uploads: Iterable[str | os.PathLike], index_dir: str | os.PathLike | None = None, *,
+                progress: Progress | None = None) -> Report:
+    """Add files uploaded in the app to the user's index (created on first use), keeping a copy of
+    each under the index's files/ folder, named by its content: an upload's name is only its title."""
+    index_dir = Path(index_dir) if index_dir is not None else user_index_dir()
+    store = index_dir / "files"
+    sources, skipped = [], []
+    with locked(index_dir):
+        store.mkdir(exist_ok=True)
+        for upload in map(Path, uploads):
+            try:
+                file_kind(upload)
+                copy = store / f"{_content_hash(check_file(upload))}{upload.suffix.lower()}"
+            except PianoappError as err:
+                skipped.append((upload.name, str(err)))
+                continue
+            if not copy.exists():
+                shutil.copyfile(upload, copy)
+            item = _plain_item(copy, UPLOADS_COLLECTION, title=_title(upload))
+            sources.append(Source(str(copy), upload, UPLOADS_COLLECTION, item, upload=True))
+        if not sources:
+            raise BadInputError(" ".join(why for _, why in skipped) or "Choose MIDI, MusicXML or audio files to add.")
+        index = Index.open(index_dir, space=SPACE) if is_index(index_dir) else Index.create(index_dir, SPACE, _engine_dim())
+        try:
+            report = _index_files(index, sources, progress=progress)
+        finally:
+            kept = {it["path"] for it in index.items}
+            for orphan in store.iterdir():  # copies of uploads that could not be indexed
+                if str(orphan) not in kept:
+                    orphan.unlink(missing_ok=True)
+    report.skipped[:0] = skipped
+    return report
+
+
+def remove_from_index(keys: Iterable[str], index_dir: str | os.PathLike) -> Report:
+    """Remove items by path (as indexed, or naming the same file) or id; unknown keys are an error."""
+    keys = [str(k) for k in keys]
+    read_manifest(Path(index_dir))
+    with locked(index_dir):
+        index = Index.open(index_dir, space=SPACE)
+        by_file = {_same_file(it["path"]): it["path"] for it in index.items}
+        wanted = {by_file.get(_same_file(k), k) for k in keys}
+        removed = index.remove(wanted)
+        missing = sorted(wanted - {it["path"] for it in removed} - {it["id"] for it in removed})
+        if missing:
+            raise BadInputError(f"Not in the index at {index_dir}: {', '.join(missing)}; nothing was removed.")
+        index.save()
+    store = Path(index_dir) / "files"
+    for item in removed:
+        if Path(item["path"]).parent == store:  # the app's copy of an upload goes with it
+            Path(item["path"]).unlink(missing_ok=True)
+    return Report(Path(index_dir), removed=removed, total=len(index))
+
+
+def _find_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Source], list[tuple[str, str]]]:
+    """The files among `paths`, and (path, why) for the given paths that are no use.
+
+    A folder's files take the folder's name as their collection; inside folders, files of other
+    kinds (notes, images) are passed over silently.
+    """
+    sources, skipped = [], []
+    for given in map(str, paths):
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in INDEXED_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                skipped.append((given, f"{given} holds no MIDI, MusicXML or audio files."))
+            collection = path.resolve().name
+            for p in found:
+                recorded = os.path.join(given, p.relative_to(path).as_posix())
+                sources.append(Source(recorded, p, collection, _known_item(p)))
+        elif not path.exists():
+            skipped.append((given, f"{given}: no such file or folder."))
+        else:
+            sources.append(Source(given, path, path.resolve().parent.name, _known_item(path)))
+    if not sources and not skipped:
+        raise BadInputError("No files given; name MIDI, MusicXML or audio files, or folders holding them.")
+    return sources, skipped
+
+
+def _index_files(index: Index, sources: list[Source], *, progress: Progress | None) -> Report:
+    """Read, describe and embed the files not indexed yet; add them to `index` and save it."""
+    report = Report(index.folder)
+    known_ids = {it["id"] for it in index.items}
+    todo = []
+    for source in sources:
+        try:
+            digest = _content_hash(check_file(source.file))
+        except PianoappError as err:
+            report.skipped.append((source.path, str(err)))
+            continue
+        if digest in known_ids:
+            report.duplicates.append(source.path)
+        else:
+            known_ids.add(digest)
+            todo.append((source, digest))
+    if progress:
+        progress(len(sources) - len(todo), len(sources))
+    records, texts = [], []
+    for done, ((source, _), (record, text, why)) in enumerate(zip(todo, _read_all(todo), strict=True), 1):
+        if record is None:
+            report.skipped.append((source.path, why))
+        else:
+            records.append(record)
+            texts.append(text)
+        if progress:
+            progress(len(sources) - len(todo) + done, len(sources))
+    if sources and not records and not report.duplicates:
+        reasons = " ".join(why for _, why in report.skipped[:3])
+        raise BadInputError(f"None of the {len(sources)} files could be indexed: {reasons}")
+    if records:
+        report.added = index.add(records, embed_texts(texts))
+    index.save()
+    report.total = len(index)
+    return report
+
+
+def _read_all(todo: list[tuple[Source, str]]) -> Iterator[tuple[dict | None, str, str]]:
+    """(record, text, "") or (None, "", why) per file, in order; many files are read in parallel
+    (music21 takes seconds per long score)."""
+    workers = min(os.cpu_count() or 1, len(todo) // PARALLEL_FROM)
+    if workers < 2:
+        yield from map(_try_record, todo)
+        return
+    # spawn, not fork: the app's threads must not be copied mid-work into the children
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_try_record, todo)
+
+
+def _try_record(job: tuple[Source, str]) -> tuple[dict | None, str, str]:
+    try:
+        return (*_record(*job), "")
+    except PianoappError as err:
+        return None, "", str(err)
+
+
+def _record(source: Source, digest: str) -> tuple[dict, str]:
+    """An index item for a file, and the text the engine embeds for it."""
+    path = source.file
+    item = source.item or _plain_item(path, source.collection)
+    if file_kind(path) == "audio":
+        from pianoapp.io.audio import load_audio
+        from pianoapp.io.transcribe import transcribe
+
+        pm = transcribe(load_audio(path))
+    else:
+        pm = read_midi(path, max_seconds=None if source.upload else float("inf"))
+    if "metre" not in item.meta and pm.time_signature_changes:
+        ts = pm.time_signature_changes[0]
+        item = Item(item.item_id, item.path, item.collection, item.piece_id, item.title, item.composer,
+                    {**item.meta, "metre": f"{ts.numerator}/{ts.denominator}"})
+    attributes = {k: v.item() if isinstance(v, np.generic) else v for k, v in note_attributes(piano_notes(pm)).items()}
+    text = item_text(item, attributes)
+    record = {
+        "id": digest,
+        "path": source.path,
+        "title": item.title,
+        "composer": item.composer,
+        "collection": item.collection,
+        "key": item.meta.get("key") or attributes["key"],
+        "tempo_bpm": round(item.meta.get("tempo_bpm") or attributes["tempo_bpm"], 1),
+        "metre": item.meta.get("metre", ""),
+        "duration_s": round(attributes["duration_s"], 2),
+        "attributes": attributes,
+        "text": text,
+    }
+    return record, text
+
+
+def _plain_item(path: Path, collection: str, *, title: str | None = None) -> Item:
+    """What a file says about itself when it belongs to no known collection: its name."""
+    kind = {"audio": "recording"}.get(file_kind(path), file_kind(path))
+    return Item(str(path), path, collection, str(path), title or _title(path), "", {"kind": kind})
+
+
+def _known_item(path: Path) -> Item | None:
+    """The collection's own item for a file of the shared training data, if it is one."""
+    for name in TRAINING_COLLECTIONS:
+        folder = (constants.DEFAULT_DATA_DIR / name).resolve()
+        if folder in path.resolve().parents:
+            return _training_items(name).get(path.resolve())
+    return None
+
+
+@functools.cache
+def _training_items(name: str) -> dict[Path, Item]:
+    return {item.path.resolve(): item for item in load_collection(name)}
+
+
+def _title(path: Path) -> str:
+    """A file name as a title: 'my_song-final.mid' → 'my song final'."""
+    return re.sub(r"[_\s]+", " ", path.stem).strip() or path.name
+
+
+def _content_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+def _same_file(path: str) -> str:
+    return path if path.startswith(MUSIC21_PREFIX) else os.path.realpath(path)
+
+
+def _engine_dim() -> int:
+    from pianoapp.models.text_encoder import load_text_encoder
+
+    return load_text_encoder().dim
+
+
+def _current_generation(folder: Path) -> int:
+    """The generation of the index in `folder` (0 if none), whatever version or encoder wrote it: a
+    rebuild saves the next one, so the switch stays atomic."""
+    try:
+        return int(json.loads((folder / MANIFEST).read_text())["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+# Downloads --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _download_dir() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="pianoapp-downloads-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def midi_download(item: dict) -> Path:
+    """A MIDI file of an indexed item, named after its title, in a temporary folder the app may serve
+    (scores are converted, recordings transcribed)."""
+    path = check_file(locate(item["path"]))
+    name = re.sub(r"[^\w\- ]+", "", item["title"]).strip()[:60] or "piece"
+    out = _download_dir() / item["id"] / f"{name}.mid"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if file_kind(path) == "midi":
+            shutil.copyfile(path, out)
+        elif file_kind(path) == "audio":
+            from pianoapp.io.audio import load_audio
+            from pianoapp.io.transcribe import transcribe
+
+            write_midi(transcribe(load_audio(path)), out)
+        else:
+            write_midi(read_midi(path, max_seconds=float("inf")), out)
+    return out

@@ -1,0 +1,72 @@
+"""Text search: a description in, the indexed pieces nearest to it out, best first.
+
+The engine answering now is "metadata" (`library.ENGINE`): the query and each item's description
+(title, composer, collection, key, tempo and words computed from its notes) are embedded with
+MiniLM and compared by cosine. The trained text–audio–MIDI model will replace it.
+"""
+
+import os
+from pathlib import Path
+
+from pianoapp.errors import BadInputError
+from pianoapp.index import Filters, is_index
+from pianoapp.services import library
+
+ENGINE_NOTE = (
+    "Answering: **metadata search**: your words are compared (MiniLM sentence embeddings) with each "
+    "piece's description: title, composer, collection, key, tempo, and words computed from its notes "
+    "(tempo, mood, texture, register, dynamics). The trained text–music model will replace it."
+)
+EXAMPLE_QUERIES = (
+    "a slow, sad piece in a minor key",
+    "Bach chorale in four voices",
+    "a lively ragtime for piano",
+    "Irish dance tune, fast jig",
+    "gentle song by Schubert",
+    "string quartet movement by Haydn",
+)
+HIT_FIELDS = ("path", "title", "composer", "collection", "key", "tempo_bpm", "duration_s", "id")
+
+
+def search(text: str, *, index_dir: str | os.PathLike | None = None, k: int = 10,
+           filters: Filters | None = None, with_user_index: bool = False) -> list[dict]:
+    """Up to k hits, best first: dicts with path (as indexed), title, composer, collection, score,
+    key, tempo_bpm, duration_s and id. Without `index_dir`, the built-in demo index answers;
+    `with_user_index` also searches the app's index of the user's own files, if there is one."""
+    if k < 1:
+        raise BadInputError(f"-k must be at least 1, not {k}.")
+    indexes = _indexes(index_dir, with_user_index)  # before the model loads, so that errors come fast
+    query = library.embed_texts([text])[0]
+    hits = [hit for index in indexes for hit in index.search(query, k, filters)]
+    hits.sort(key=lambda hit: -hit[1])
+    return [{**{f: item.get(f) for f in HIT_FIELDS}, "score": round(score, 4)} for item, score in hits[:k]]
+
+
+def browse(*, filters: Filters | None = None, with_user_index: bool = False) -> list[dict]:
+    """Every item of the demo index (and the user's), in title order: the table before any query."""
+    items = [it for index in _indexes(None, with_user_index) for it in index.items
+             if filters is None or filters.keep(it)]
+    return [{f: it.get(f) for f in HIT_FIELDS} for it in sorted(items, key=lambda it: it["title"].lower())]
+
+
+def facets(*, with_user_index: bool = False) -> dict[str, list[str]]:
+    """The collections and composers there are to filter by, sorted."""
+    items = [it for index in _indexes(None, with_user_index) for it in index.items]
+    return {name: sorted({it[name] for it in items if it.get(name)}, key=str.lower)
+            for name in ("collection", "composer")}
+
+
+def demo_index_dir() -> Path:
+    if not is_index(library.DEMO_INDEX_DIR):
+        raise BadInputError(
+            f"The built-in demo index is missing from {library.DEMO_INDEX_DIR}; rebuild it with "
+            f"`pianoapp index build --demo --out {library.DEMO_INDEX_DIR}`."
+        )
+    return library.DEMO_INDEX_DIR
+
+
+def _indexes(index_dir: str | os.PathLike | None, with_user_index: bool) -> list:
+    folders = [Path(index_dir) if index_dir is not None else demo_index_dir()]
+    if with_user_index and is_index(library.user_index_dir()):
+        folders.append(library.user_index_dir())
+    return [library.open_index(folder) for folder in folders]
