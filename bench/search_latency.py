@@ -15,9 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from pianoapp.index import Index
+from pianoapp.models import text_encoder
 from pianoapp.services import library
 from pianoapp.services.search import search
 
@@ -75,6 +77,9 @@ def main() -> None:
     queries = query_texts(args.queries, rng)
     library.embed_texts(queries[:8])  # warm up
     embed_times, query_vecs = timed(lambda q: library.embed_texts([q])[0], [(q,) for q in queries])
+    few, text_encoder.FEW_TEXTS = text_encoder.FEW_TEXTS, 0  # as before: torch's default threads
+    embed_default_threads, _ = timed(lambda q: library.embed_texts([q])[0], [(q,) for q in queries])
+    text_encoder.FEW_TEXTS = few
 
     items = [{"id": f"i{i}", "path": f"synthetic/{i}.mid", "title": f"item {i}", "collection": "synthetic",
               "composer": "", "key": "", "duration_s": 0.0} for i in range(args.items)]
@@ -91,9 +96,14 @@ def main() -> None:
         top = np.argpartition(-scores, 10)[:10]
         return top[np.argsort(-scores[top])]
 
-    print(f"query embedding alone (MiniLM, 1 query): {percentiles(embed_times)}")
+    def faiss_default_threads(q):
+        return exact._searcher().search(q.reshape(1, -1), 10)  # FAISS's own OpenMP threads
+
+    print(f"query embedding alone (MiniLM, 1 query, 1 thread): {percentiles(embed_times)}")
+    print(f"query embedding, torch's default {faiss.omp_get_max_threads()} threads: {percentiles(embed_default_threads)}")
     rows = {
         "NumPy brute force (baseline)": numpy_search,
+        "FAISS flat, default threads": faiss_default_threads,
         "FAISS IndexFlatIP (exact)": lambda q: exact.search(q, 10),
         "FAISS HNSW (approximate)": lambda q: approx.search(q, 10),
     }

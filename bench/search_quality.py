@@ -7,15 +7,14 @@ Items: the built-in demo index (music21 corpus) plus a fresh index of N files pe
   name       the item's title alone (non-Nottingham items): the item is the answer
   composer   "<composer> <form>", e.g. "Chopin nocturne": every item by that composer of that form
              is relevant (precision@5)
-Each is scored by cosine alone (the baseline) and by cosine + w × (share of the query's words found in
-the item's title and composer) for a few w, all exact over every item.
+Each is scored by cosine alone (w=0, the baseline) and by cosine + w × `search.word_overlap` (the
+share of the query's words found in the item's title and composer) for a few w, exact over every item.
 
     python bench/search_quality.py [--per-collection 60] [--seed 0] [--data DIR]
 """
 
 import argparse
 import random
-import re
 import tempfile
 from pathlib import Path
 
@@ -25,19 +24,9 @@ from pianoapp.data.captions import captions
 from pianoapp.data.corpora import load_collection
 from pianoapp.index import Index
 from pianoapp.services import library
+from pianoapp.services.search import word_overlap
 
-WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3)
-STOPWORDS = {"a", "an", "the", "in", "of", "by", "and", "with", "for", "to", "no", "op"}
-
-
-def words(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS and len(w) > 1}
-
-
-def lexical(query: str, item: dict) -> float:
-    """Share of the query's words that appear in the item's title or composer."""
-    q = words(query)
-    return len(q & words(f"{item['title']} {item['composer']}")) / len(q) if q else 0.0
+WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)  # the service uses search.WORD_BONUS
 
 
 def main() -> None:
@@ -83,7 +72,7 @@ def main() -> None:
         texts = [q for q, _ in pairs]
         qvecs = library.embed_texts(texts)
         cosine = qvecs @ vectors.T
-        overlap = np.array([[lexical(q, it) for it in items] for q in texts])
+        overlap = np.array([[word_overlap(q, it) for it in items] for q in texts])
         for w in WEIGHTS:
             scores = cosine + w * overlap
             order = np.argsort(-scores, axis=1)

@@ -201,9 +201,8 @@ def _progress_bar(desc: str):
 
 
 def _search(args: argparse.Namespace) -> int:
-    from pianoapp.index import Filters
     from pianoapp.services.library import ENGINE
-    from pianoapp.services.search import search
+    from pianoapp.services.search import Filters, search
 
     filters = Filters(args.collection, args.composer, args.key, args.min_seconds, args.max_seconds)
     hits = search(args.text, index_dir=args.index, k=args.k,

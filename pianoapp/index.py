@@ -115,9 +115,6 @@ class Index:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __contains__(self, item_id: str) -> bool:
-        return any(it["id"] == item_id for it in self.items)
-
     @property
     def approximate(self) -> bool:
         return len(self) > EXACT_MAX_ITEMS if self._approximate is None else self._approximate
@@ -173,7 +170,15 @@ class Index:
             selector = faiss.IDSelectorBatch(ids)
             params = (faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, k))
                       if self.approximate else faiss.SearchParameters(sel=selector))
-        scores, rows = self._searcher().search(query, min(k, len(self)), params=params)
+        searcher = self._searcher()
+        # One query is microseconds of work per thread: a second thread only adds a wait on a busy host
+        # (10k items: 0.6 ms on one thread, 23 ms on two; bench/search_latency.py). Per OS thread.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, rows = searcher.search(query, min(k, len(self)), params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return [(self.items[r], float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
 
     def _searcher(self):
@@ -239,6 +244,9 @@ def read_manifest(folder: Path) -> dict:
             f"The index at {folder} was written by {age} version of Pianoapp (format {version}, this one "
             f"reads format {FORMAT_VERSION}); rebuild it with `pianoapp index build PATH... --out {folder}`."
         )
+    missing = [k for k in ("space", "dim", "generation", "items", "embeddings") if k not in manifest]
+    if missing:
+        raise CorruptFileError(f"The index manifest {path} is damaged (no {', '.join(missing)}); rebuild the index.")
     return manifest
 
 

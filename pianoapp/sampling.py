@@ -6,6 +6,7 @@ sampled, and long silences (more than `max_silent_segments` empty segments in a 
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,18 @@ def filter_probs(probs: torch.Tensor, *, top_p: float, min_p: float) -> torch.Te
     return probs / probs.sum()
 
 
+@contextmanager
+def one_thread():
+    """Decode on one thread: a one-token step is too small to share out, and two threads on a busy
+    2-core machine wait on each other (bench/lm_speed.py measured many times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def sample(
     model: PianoLM,
     tokenizer: Tokenizer,
@@ -78,7 +91,7 @@ def sample(
     segments = ids.count(tokenizer.time_id)
     silent = 0
     new: list[int] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():
         logits, cache = model(torch.tensor([ids], device=device), prefix_embeds=prefix_embeds)
         for _ in range(budget):
             allowed = tokenizer.allowed_next(ids) & ~never

@@ -112,7 +112,8 @@ def test_search_query_ranks_rows_and_uploads_join(page, data_dir):
     page.screenshot(path=str(ARTIFACTS / "search-results.png"), full_page=True)
 
     panel.get_by_text("Add your own files").click()
-    panel.locator("input[type=file]").first.set_input_files(str(data_dir / "nottingham" / "waltzes10.mid"))
+    panel.locator("input[type=file][multiple]").set_input_files(str(data_dir / "nottingham" / "waltzes10.mid"))
+    panel.get_by_text("waltzes10.mid").first.wait_for(timeout=15_000)  # uploaded
     panel.get_by_role("button", name="Add to my library").click()
     panel.locator(".preview-status", has_text="Your library").first.wait_for(timeout=60_000)
     panel.get_by_role("gridcell", name="your files").first.wait_for(timeout=30_000)

@@ -139,6 +139,6 @@ def test_json_stdout_is_one_document(tmp_path, capsys):
     """Logs go to stderr: with --json, stdout parses as JSON even when the command fails."""
     env = {**os.environ, "PIANOAPP_DEBUG": ""}
     proc = subprocess.run([PIANOAPP, "search", "waltz", "--json", "--index", str(tmp_path)], capture_output=True,
-                          text=True, timeout=60, env=env)
+                          text=True, timeout=60, env=env, check=False)
     assert proc.stdout == ""  # no results document on failure, and nothing else either
     assert proc.returncode == 2 and "not a Pianoapp index" in proc.stderr

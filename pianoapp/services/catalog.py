@@ -1,54 +1,12 @@
-"""What the app can show without running a model: the built-in demo collection and the shipped checkpoints."""
+"""What the app can show without running a model: the shipped checkpoints and their model cards."""
 
-import functools
 import json
 import re
 import struct
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pianoapp import constants
-
-_demo_lock = threading.Lock()
-
-
-def _demo_rows() -> tuple[dict, ...]:
-    with _demo_lock:  # loaded once even when a warm-up thread and the first visitor ask together
-        return _load_demo_rows()
-
-
-@functools.lru_cache(maxsize=1)
-def _load_demo_rows() -> tuple[dict, ...]:
-    from pianoapp.data.corpora import load_collection  # music21 is a slow import: only on first use
-
-    return tuple(
-        {"id": it.item_id, "title": it.title, "composer": it.composer, "style": _style(it.meta),
-         "path": str(it.path)}
-        for it in load_collection("music21")
-    )
-
-
-def _style(meta: dict) -> str:
-    """'Baroque chorale', 'Irish dance tune', 'Folk song' (not 'folk folk song')."""
-    style, form = meta.get("style", ""), meta.get("form", "")
-    text = form if style.lower() in form.lower() else f"{style} {form}".strip()
-    return text[:1].upper() + text[1:]
-
-
-def demo_collection(query: str = "") -> list[dict]:
-    """Rows (id, title, composer, style, path) of the music21 demo collection, keeping those whose
-    title, composer, style or id contain every word of `query` (plain word matching, not the learned
-    text search)."""
-    words = query.lower().split()
-    return [
-        row for row in _demo_rows()
-        if all(w in f"{row['title']} {row['composer']} {row['style']} {row['id']}".lower() for w in words)
-    ]
-
-
-def demo_item(item_id: str) -> dict | None:
-    return next((row for row in _demo_rows() if row["id"] == item_id), None)
 
 
 def list_models(models_dir: Path | None = None) -> list[dict]:

@@ -2,8 +2,9 @@
 
 Every file becomes one item: its notes (recordings are transcribed with basic-pitch first) give key,
 tempo, texture, register and the rest (`data.attributes`); its metadata gives title, composer and
-collection. Search engine "metadata" embeds the item's description with MiniLM (`item_text`); when
-the trained text–audio–MIDI model ships, only `SPACE` and `embed_items` change.
+collection. Search engine "metadata" embeds the item's description with MiniLM (`item_text`,
+`embed_texts`); the trained text–audio–MIDI model will embed items from their notes and sound instead,
+under a new `SPACE`, and indexes of the old space will ask to be rebuilt.
 
 Files under the shared training data (POP909, ASAP, Nottingham) keep their collection's metadata
 (song names, composers, tune types). Demo items are named `music21:<corpus path>`, the same on every
@@ -67,7 +68,7 @@ class Report:
         done += [f"{len(self.removed):,} removed"] if self.removed else []
         done += [f"{len(self.duplicates):,} already there"] if self.duplicates else []
         done += [f"{len(self.skipped):,} skipped"] if self.skipped else []
-        return f"{', '.join(done)}; {self.total:,} items in {self.index_dir}."
+        return f"{', '.join(done)}; {self.total:,} item{'s' if self.total != 1 else ''} in {self.index_dir}."
 
 
 # The engine --------------------------------------------------------------------------------------
@@ -141,6 +142,11 @@ class Source:
     item: Item | None = None  # its collection's metadata, when known
     upload: bool = False  # uploads keep the app's length cap; collections are read whole
 
+    @property
+    def name(self) -> str:
+        """How reports name the file: the path given, or an upload's own file name."""
+        return self.file.name if self.upload else self.path
+
 
 def build_index(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
                 progress: Progress | None = None) -> Report:
@@ -192,6 +198,10 @@ def add_uploads(uploads: Iterable[str | os.PathLike], index_dir: str | os.PathLi
     store = index_dir / "files"
     sources, skipped = [], []
     with locked(index_dir):
+        if is_index(index_dir):  # an outdated index is refused before any upload is copied
+            index = Index.open(index_dir, space=SPACE)
+        else:
+            index = Index.create(index_dir, SPACE, _engine_dim())
         store.mkdir(exist_ok=True)
         for upload in map(Path, uploads):
             try:
@@ -206,7 +216,6 @@ def add_uploads(uploads: Iterable[str | os.PathLike], index_dir: str | os.PathLi
             sources.append(Source(str(copy), upload, UPLOADS_COLLECTION, item, upload=True))
         if not sources:
             raise BadInputError(" ".join(why for _, why in skipped) or "Choose MIDI, MusicXML or audio files to add.")
-        index = Index.open(index_dir, space=SPACE) if is_index(index_dir) else Index.create(index_dir, SPACE, _engine_dim())
         try:
             report = _index_files(index, sources, progress=progress)
         finally:
@@ -260,8 +269,9 @@ def _find_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Source], list[
             skipped.append((given, f"{given}: no such file or folder."))
         else:
             sources.append(Source(given, path, path.resolve().parent.name, _known_item(path)))
-    if not sources and not skipped:
-        raise BadInputError("No files given; name MIDI, MusicXML or audio files, or folders holding them.")
+    if not sources:
+        raise BadInputError(" ".join(why for _, why in skipped[:3]) or
+                            "No files given; name MIDI, MusicXML or audio files, or folders holding them.")
     return sources, skipped
 
 
@@ -274,10 +284,10 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
         try:
             digest = _content_hash(check_file(source.file))
         except PianoappError as err:
-            report.skipped.append((source.path, str(err)))
+            report.skipped.append((source.name, str(err)))
             continue
         if digest in known_ids:
-            report.duplicates.append(source.path)
+            report.duplicates.append(source.name)
         else:
             known_ids.add(digest)
             todo.append((source, digest))
@@ -286,7 +296,7 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
     records, texts = [], []
     for done, ((source, _), (record, text, why)) in enumerate(zip(todo, _read_all(todo), strict=True), 1):
         if record is None:
-            report.skipped.append((source.path, why))
+            report.skipped.append((source.name, why))
         else:
             records.append(record)
             texts.append(text)

@@ -7,7 +7,7 @@ import threading
 import gradio as gr
 
 from pianoapp import constants
-from pianoapp.services.catalog import demo_collection
+from pianoapp.services import search as search_service
 from pianoapp.ui import arrange, continue_, explore, match, models, search
 
 CONCURRENCY = 2  # rendering and models are CPU-bound; more parallel jobs only slow each other on small hosts
@@ -60,8 +60,8 @@ def build_app() -> gr.Blocks:
 
 
 def warm_up() -> None:
-    """Load the demo collection in the background, so the first visitor's Search table is ready sooner."""
-    threading.Thread(target=demo_collection, name="warm-up", daemon=True).start()
+    """Load the demo index and text encoder in the background, so the first search answers at full speed."""
+    threading.Thread(target=search_service.warm_up, name="warm-up", daemon=True).start()
 
 
 def launch_options() -> dict:

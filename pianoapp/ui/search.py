@@ -3,9 +3,8 @@ own files; select one to hear it, see its piano roll and download its MIDI."""
 
 import gradio as gr
 
-from pianoapp.index import Filters
 from pianoapp.services import library
-from pianoapp.services.search import ENGINE_NOTE, EXAMPLE_QUERIES, browse, facets, search
+from pianoapp.services.search import ENGINE_NOTE, EXAMPLE_QUERIES, Filters, browse, facets, search
 from pianoapp.ui.components import (
     SUFFIXES,
     explain,
@@ -30,7 +29,8 @@ def build(demo: gr.Blocks) -> None:
         query = gr.Textbox(label="Describe the music", placeholder="e.g. a slow, sad piece in a minor key",
                            scale=5, lines=1)
         go = gr.Button("Search", variant="primary", scale=1, min_width=120)
-    gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=query, label="Try", examples_per_page=len(EXAMPLE_QUERIES))
+    with gr.Row(elem_classes="example-queries"):
+        examples = [gr.Button(q, size="sm", variant="secondary", min_width=60) for q in EXAMPLE_QUERIES]
     with gr.Row():
         collection = gr.Dropdown([ALL], value=ALL, label="Collection", allow_custom_value=False)
         composer = gr.Dropdown([ALL], value=ALL, label="Composer", allow_custom_value=False)
@@ -50,6 +50,9 @@ def build(demo: gr.Blocks) -> None:
     listing = [table, count, hits]
     demo.load(refresh, [query, collection, composer], [*listing, collection, composer])
     go.click(find, [query, collection, composer], listing, show_progress="minimal")
+    for button in examples:  # one click: the example becomes the query and runs
+        button.click(lambda text: text, button, query).then(find, [query, collection, composer], listing,
+                                                             show_progress="minimal")
     query.submit(find, [query, collection, composer], listing, show_progress="minimal")
     for box in (collection, composer):
         box.input(show, [query, collection, composer], listing, show_progress="hidden")
@@ -65,7 +68,7 @@ def find(query: str, collection: str, composer: str) -> tuple:
         rows = search(query, k=K, filters=_filters(collection, composer), with_user_index=True)
     except Exception as err:  # noqa: BLE001 - shown as one sentence, never a traceback
         return gr.update(), warning_line(user_message(err)), gr.update()
-    found = f"{len(rows)} closest pieces" if rows else "No pieces match these filters."
+    found = f"{len(rows)} closest piece{'s' if len(rows) != 1 else ''}" if rows else "No pieces match these filters."
     return _table(rows), found, rows
 
 
@@ -108,7 +111,7 @@ def offer_midi(row: dict | None) -> dict:
         return gr.update(value=None, visible=False)
 
 
-def add_files(paths: list[str] | None, progress=gr.Progress()) -> tuple:
+def add_files(paths: list[str] | None, progress=gr.Progress()) -> tuple:  # noqa: B008 - how Gradio injects it
     """Index the uploads into the user's library; show what happened, file by file."""
     if not paths:
         return warning_line("Choose MIDI, MusicXML or audio files first."), gr.update(), gr.update(), gr.update()
