@@ -38,7 +38,7 @@ def run(
     from pianoapp.models.registry import train_defaults  # torch: imported only when training
     from pianoapp.train.trainer import apply_overrides, train
 
-    recipe_cls, config_cls = _recipe(recipe)
+    recipe_cls, config_cls = recipe_classes(recipe)
     name = f"{recipe}-{config}"
     train_config = apply_overrides(config_cls(**train_defaults(name)), overrides)
     out_dir = Path(out_dir) if out_dir else constants.MODELS_DIR / name
@@ -47,7 +47,7 @@ def run(
     return train(chosen, train_config, out_dir=out_dir, run_dir=run_dir, command=command)
 
 
-def _recipe(recipe: str) -> tuple[type, type]:
+def recipe_classes(recipe: str) -> tuple[type, type]:
     """A TRAINABLE recipe's class and its training-config class (TrainConfig or a subclass adding the
     recipe's own settings); imported here so that only the chosen recipe's dependencies load."""
     if recipe == "lm":
