@@ -12,6 +12,7 @@ class Capability:
     title: str
     models: tuple[str, ...]  # folders under models/ that must hold a model.safetensors
     issue: str  # what is being built, for the "not available yet" sentence
+    service_built: bool = True  # False while the capability's service (beyond its model) is unwritten
 
 
 CAPABILITIES = {
@@ -19,7 +20,7 @@ CAPABILITIES = {
     for c in (
         # Answered by MiniLM over metadata text until the trained text–audio–MIDI model ships.
         Capability("search", "Text search", (), "the text–audio–MIDI search model"),
-        Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher"),
+        Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher", service_built=False),
         Capability("continue", "Continuation", ("lm-small",), "the piano language model"),
         Capability("arrange", "Arrangement", ("lm-small", "arranger"), "the style-reference arranger"),
         Capability("explore", "Explore", ("matcher", "bind"), "the matcher and search encoders"),
@@ -32,7 +33,9 @@ def missing_reason(name: str) -> str | None:
     cap = CAPABILITIES[name]
     missing = [m for m in cap.models if not (constants.MODELS_DIR / m / "model.safetensors").is_file()]
     if not missing:
-        return None
+        if cap.service_built:
+            return None
+        return f"{cap.title} is not available yet: its model is trained, the service that uses it is still being built."
     return (
         f"{cap.title} is not available yet: it needs {cap.issue}, not trained and shipped yet "
         f"(missing models/{', models/'.join(missing)})."
