@@ -1,7 +1,7 @@
 """Piano LM generation speed on this machine's CPU: the KV cache against recomputing the whole
 sequence each step, speed as a multiple of real time, time to first note, peak memory.
 
-    python bench/lm_speed.py [--model models/lm-small] [--data ../shared/data] [--threads N]
+    python bench/lm_speed.py [--model models/lm-small] [--data ../shared/data]
                              [--prompt-tokens 256] [--new-tokens 512] [--seconds 30] [--prompts 6]
 
 Prompts are windows of test-split pieces (`evaluate.continuation.draw_prompts`, seed 0). Prints,
@@ -72,16 +72,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(constants.MODELS_DIR / "lm-small"))
     ap.add_argument("--data", default=str(constants.DEFAULT_DATA_DIR))
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=512)
     ap.add_argument("--seconds", type=float, default=30.0, help="continuation length for the real-time figure")
     ap.add_argument("--prompts", type=int, default=6)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     load = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+    print(f"{os.cpu_count()} CPUs, torch {torch.__version__} (sampling decodes on one thread), "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     pieces = lm_pieces("test", data_dir=args.data)
     prompts = draw_prompts(pieces, args.prompts, prompt_seconds=15.0, seconds=args.seconds, seed=0)

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from pianoapp import constants
 from pianoapp.data.sequences import load_pieces
@@ -73,19 +72,9 @@ def test_copy_rate_finds_a_copied_passage_and_not_a_fresh_one(pop_pieces):
     assert math.isnan(copy_rate(source[: COPY_NGRAM - 1], index))
 
 
-@pytest.fixture
-def one_thread():
-    # One-token decoding steps are too small to share out; with two threads on a busy 2-core
-    # machine they wait on each other and run many times slower (see bench/lm_speed.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.skipif(not (constants.MODELS_DIR / "lm-small" / "model.safetensors").is_file(),
                     reason="the shipped lm-small checkpoint is missing")
-def test_evaluate_continuations_is_finite_and_seeded(data_dir, one_thread):
+def test_evaluate_continuations_is_finite_and_seeded(data_dir):
     options = {"data_dir": data_dir, "n_prompts": 2, "prompt_seconds": 8.0, "seconds": 3.0, "seed": 1,
                "max_items": 30}
     first = evaluate_continuations(constants.MODELS_DIR / "lm-small", **options)
@@ -96,3 +85,15 @@ def test_evaluate_continuations_is_finite_and_seeded(data_dir, one_thread):
         assert all(math.isfinite(v) for v in scores.values()), (source, scores)
         assert 0 <= scores["pitch_class"] <= 1 and 0 <= first["copy_rate"][source] <= 1
         assert first["notes_per_continuation"][source] > 0
+
+
+def test_ngram_next_probs_agree_with_its_nll():
+    from pianoapp.evaluate.lm import KneserNey
+
+    rng = np.random.default_rng(0)
+    seqs = [list(rng.integers(0, 6, 40)) for _ in range(5)]
+    ngram = KneserNey(order=3).fit(seqs, vocab_size=6)
+    seq = seqs[0]
+    stepwise = [-np.log(ngram.next_probs(seq[:t])[seq[t]]) for t in range(1, len(seq))]
+    np.testing.assert_allclose(stepwise, ngram.nll([seq]))
+    assert ngram.next_probs(seq[:5]).sum() == pytest.approx(1.0)
