@@ -52,6 +52,8 @@ def lm_pieces(split: str, *, data_dir: Path | None = None, max_items: int = 0) -
 
 
 class LMRecipe:
+    unit = "tokens"
+
     def __init__(self, name: str, config: TrainConfig, *, data_dir: Path | None = None):
         self.name, self.config, self.data_dir = name, config, data_dir
         self.tokenizer = Tokenizer()

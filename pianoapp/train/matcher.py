@@ -70,6 +70,8 @@ class MatcherTrainConfig(TrainConfig):
 
 
 class MatcherRecipe:
+    unit = "segments"
+
     def __init__(self, name: str, config: MatcherTrainConfig, *, data_dir: Path | None = None):
         self.name, self.config, self.data_dir = name, config, data_dir
         self.model_config = get_config(name, use_a4=config.use_a4, use_d4=config.use_d4)

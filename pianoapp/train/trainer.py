@@ -88,6 +88,7 @@ def apply_overrides(config: TrainConfig, overrides: dict | None) -> TrainConfig:
 
 class Recipe(Protocol):
     name: str  # the model folder's name, e.g. "lm-small"
+    unit: str  # what `loss` counts, for logs and the model card: "tokens", "segments"
 
     def build_model(self) -> nn.Module: ...  # a registered model; `model.config` is its dataclass
 
@@ -280,7 +281,7 @@ def train(recipe: Recipe, config: TrainConfig, *, out_dir: Path, run_dir: Path, 
         metrics, report = recipe.report(out_dir)
         card = model_card(recipe.name, config, state, log.last_eval(), metrics, report,
                           params=sum(p.numel() for p in model.parameters()), hardware=hardware(env.world_size),
-                          command=command)
+                          command=command, unit=recipe.unit)
         (out_dir / "MODEL_CARD.md").write_text(card)
     if env.world_size > 1:
         dist.barrier()
@@ -329,7 +330,7 @@ class RunLog:
 
 
 def model_card(name: str, config: TrainConfig, state: dict, val: dict, metrics: dict, report: str, *,
-               params: int, hardware: str, command: str) -> str:
+               params: int, hardware: str, command: str, unit: str) -> str:
     seconds = state["train_seconds"]
     duration = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
     lines = [
@@ -338,7 +339,7 @@ def model_card(name: str, config: TrainConfig, state: dict, val: dict, metrics: 
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Command: `{command or '(called from Python)'}`",
         f"- Parameters: {params:,}",
-        f"- Steps: {state['step']:,}; tokens seen: {state['tokens_seen']:,}",
+        f"- Steps: {state['step']:,}; {unit} seen: {state['tokens_seen']:,}",
         f"- Training time: {duration} on {hardware}",
         "",
         report.strip(),
