@@ -36,8 +36,8 @@ def model_rows() -> tuple:
         value="No trained models yet: train one with `pianoapp train lm --config small`.", visible=not models
     )
     status = [
-        [c.title, ", ".join(f"models/{m}" for m in c.models),
-         "not trained yet" if missing_reason(name) else "ready"]
+        [c.title, ", ".join(f"models/{m}" for m in c.models) or "no trained model (MiniLM over descriptions)",
+         "ready" if missing_reason(name) is None else "not available yet"]
         for name, c in CAPABILITIES.items()
     ]
     return gr.update(value=rows, visible=bool(models)), empty, status
