@@ -65,6 +65,8 @@ class Attention(nn.Module):
         n_past = k.shape[2] - T
         if n_past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:  # one new query sees every position: no mask to build
+            y = F.scaled_dot_product_attention(q, k, v)
         else:  # new queries see every cached position and the new ones up to themselves
             mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=n_past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
