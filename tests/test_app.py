@@ -173,3 +173,19 @@ def test_list_models_reads_config_card_and_weights(tmp_path):
     }
     assert model["date"] == "2026-11-27"
     assert catalog.list_models(tmp_path / "absent") == []
+
+
+def test_list_models_reads_the_metrics_the_trainer_writes(tmp_path):
+    """The trainer's cards list metrics as `- name: value` bullets; the Models tab must show them."""
+    from pianoapp.train.trainer import TrainConfig, model_card
+
+    folder = tmp_path / "lm-tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"family": "lm"}')
+    state = {"step": 3, "tokens_seen": 96, "train_seconds": 1.0}
+    (folder / "MODEL_CARD.md").write_text(model_card(
+        "lm-tiny", TrainConfig(), state, {}, {"test_nll": 2.5, "val_loss": 2.4}, "## Data\n\nsome text",
+        params=10, hardware="CPU", command="pianoapp train lm", unit="tokens"))
+    (model,) = catalog.list_models(tmp_path)
+    assert model["metrics"]["test_nll"].startswith("2.5")
+    assert model["metrics"]["val_loss"].startswith("2.4")

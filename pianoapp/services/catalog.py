@@ -56,19 +56,26 @@ def _count_params(weights: Path) -> int | None:
 
 
 def _card_metrics(card: str) -> dict[str, str]:
-    """The first Markdown table under a heading that mentions metrics: first column is the metric,
-    the other columns are joined with their header names (e.g. "2.31 · baseline 2.80")."""
+    """The metrics under the card's first heading that mentions them: `- name: value` bullets (what
+    the trainer writes), or a Markdown table whose first column is the metric and whose other columns
+    are joined with their header names (e.g. "2.31 · baseline 2.80")."""
     lines = card.splitlines()
     start = next((i for i, line in enumerate(lines)
                   if line.startswith("#") and "metric" in line.lower()), None)
     if start is None:
         return {}
-    rows = []
+    section = []
     for line in lines[start + 1:]:
         if line.startswith("#"):
             break
-        if line.strip().startswith("|"):
-            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        section.append(line.strip())
+    bullets = [line[2:].partition(":") for line in section if line.startswith("- ") and ":" in line]
+    if bullets:
+        return {name.strip(): value.strip() for name, _, value in bullets}
+    rows = []
+    for line in section:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
         elif rows:
             break  # the table ended
     rows = [r for r in rows if not all(set(cell) <= set("-: ") for cell in r)]  # drop the |---| rule
