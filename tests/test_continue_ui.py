@@ -21,18 +21,6 @@ SAMPLING = {"temperature": 0.98, "top_p": 1.0, "min_p": 0.035}
 RESULT, AUDIO, PLOT, STATUS, ACTIONS, DOWNLOAD, FROM_S = range(7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # One-token decoding steps are too small to share out: on a busy 2-core machine two threads wait
-    # on each other, and this file took 183 s instead of 22 s (the same fixture as test_continuation_eval).
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(handler, *args, seconds=4, seed=0):
     return list(handler(*args, seconds, *SAMPLING.values(), seed))
 

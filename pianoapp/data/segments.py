@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from pianoapp import constants
 from pianoapp.data.augment import AudioAugment, augment_audio
-from pianoapp.data.sequences import END, PITCH, START, VELOCITY, load_pieces
-from pianoapp.errors import BadInputError
+from pianoapp.data.sequences import END, PITCH, START, VELOCITY, corpus_items, corpus_pieces
 
 SEGMENT_SECONDS = 4.0
 HOP_SECONDS = 1.0
@@ -45,27 +44,13 @@ def render_cache_root() -> Path:
 
 
 def matcher_items(split: str, *, data_dir: Path | None = None, max_items: int = 0) -> list:
-    """The corpus items the matcher uses in one split (ASAP's quantized scores left out); `max_items`
-    > 0 keeps that many, spread evenly over the list (and so over the collections)."""
-    from pianoapp.data.corpora import load_items
-
-    items = [item for item in load_items(COLLECTIONS, data_dir=data_dir, split=split)
-             if item.collection != "asap" or item.meta.get("kind") == "performance"]
-    if max_items and len(items) > max_items:
-        items = [items[i] for i in np.linspace(0, len(items) - 1, max_items).round().astype(int)]
-    return items
+    """The corpus items the matcher uses in one split (see `corpus_items`)."""
+    return corpus_items(COLLECTIONS, split, data_dir=data_dir, max_items=max_items)
 
 
 def matcher_pieces(split: str, *, data_dir: Path | None = None, max_items: int = 0) -> list[np.ndarray]:
     """The notes ([start_ms, end_ms, pitch, velocity]) of each readable file of `matcher_items`."""
-    paths = [Path(item.path) for item in matcher_items(split, data_dir=data_dir, max_items=max_items)]
-    pieces = [piece for piece in load_pieces(paths) if len(piece)]
-    if not pieces:
-        raise BadInputError(
-            f"No readable ASAP, POP909 or Nottingham files in the {split} split of "
-            f"{data_dir or constants.DEFAULT_DATA_DIR}; pass --data with the folder that holds them."
-        )
-    return pieces
+    return corpus_pieces(COLLECTIONS, split, data_dir=data_dir, max_items=max_items)
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,7 +19,8 @@ import pretty_midi
 import torch
 from torch.utils.data import Dataset
 
-from pianoapp.errors import PianoappError
+from pianoapp.constants import DEFAULT_DATA_DIR
+from pianoapp.errors import BadInputError, PianoappError
 from pianoapp.io.midi import piano_notes, read_midi
 from pianoapp.tokenizer import Tokenizer
 
@@ -76,6 +77,36 @@ def load_pieces(paths: list[Path], *, cache_dir: Path | None = None) -> list[np.
             tmp = cache_dir / f"{keys[i]}.{os.getpid()}.tmp.npy"
             np.save(tmp, piece)
             os.replace(tmp, cache_dir / f"{keys[i]}.npy")  # atomic: parallel ranks may write the same key
+    return pieces
+
+
+COLLECTION_NAMES = {"asap": "ASAP", "pop909": "POP909", "nottingham": "Nottingham"}
+
+
+def corpus_items(collections: tuple[str, ...], split: str, *, data_dir: Path | None = None,
+                 max_items: int = 0) -> list:
+    """The items of `collections` in one split, ASAP's quantized scores left out (performances
+    only); `max_items` > 0 keeps that many, spread evenly over the list (and so over the collections)."""
+    from pianoapp.data.corpora import load_items
+
+    items = [item for item in load_items(collections, data_dir=data_dir, split=split)
+             if item.collection != "asap" or item.meta.get("kind") == "performance"]
+    if max_items and len(items) > max_items:
+        items = [items[i] for i in np.linspace(0, len(items) - 1, max_items).round().astype(int)]
+    return items
+
+
+def corpus_pieces(collections: tuple[str, ...], split: str, *, data_dir: Path | None = None,
+                  max_items: int = 0) -> list[np.ndarray]:
+    """The notes of each readable file of `corpus_items`, empty files left out."""
+    paths = [Path(item.path) for item in corpus_items(collections, split, data_dir=data_dir, max_items=max_items)]
+    pieces = [piece for piece in load_pieces(paths) if len(piece)]
+    if not pieces:
+        names = " or ".join(COLLECTION_NAMES.get(c, c) for c in collections)
+        raise BadInputError(
+            f"No readable {names} files in the {split} split of {data_dir or DEFAULT_DATA_DIR}; "
+            f"pass --data with the folder that holds {', '.join(f'{c}/' for c in collections)}."
+        )
     return pieces
 
 

@@ -5,8 +5,6 @@ outgrows the context, the window slides forward and sampling goes on from the la
 A result can be played on (its notes become the next prompt) or sampled again from any point.
 """
 
-import atexit
-import functools
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from pianoapp.io.files import file_kind
 from pianoapp.io.midi import notes_to_midi, piano_notes, read_midi, write_midi
 from pianoapp.io.render import render
 from pianoapp.services import availability
+from pianoapp.services.preview import clock, scratch_dir
 
 DEFAULT_MODEL = "lm-small"
 MAX_SECONDS = 120.0
@@ -55,7 +54,7 @@ class Continuation:
 
     def summary(self) -> str:
         """One line: how long the prompt and the continuation are, and how far generation has got."""
-        line = f"prompt {_clock(max(n.end for n in self.prompt))} · {len(self.prompt):,} notes"
+        line = f"prompt {clock(max(n.end for n in self.prompt))} · {len(self.prompt):,} notes"
         if not self.generated and self.done:
             return line + " · the model added nothing; try another seed"
         if not self.generated:
@@ -167,30 +166,17 @@ def regenerate(
 
 def save_continuation(result: Continuation, *, name: str = "continuation") -> Saved:
     """Render the result to `<name>.wav` and write it as a two-track `<name>.mid`."""
-    folder = Path(tempfile.mkdtemp(dir=_saved_dir()))
+    folder = Path(tempfile.mkdtemp(dir=scratch_dir("continuations")))
     pm = result.midi()
     wav = write_audio(folder / f"{name}.wav", render(pm, sr=constants.SAMPLE_RATE), constants.SAMPLE_RATE)
     mid = write_midi(pm, folder / f"{name}.mid")
-    for old in sorted(_saved_dir().iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
+    for old in sorted(scratch_dir("continuations").iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
         shutil.rmtree(old, ignore_errors=True)
     return Saved(wav, mid)
 
 
-@functools.cache
-def _saved_dir() -> Path:
-    """One folder per process, removed at exit, so processes never delete each other's files."""
-    folder = Path(tempfile.mkdtemp(prefix="pianoapp-continuations-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
-
-
 def _last_onset(notes: list[pretty_midi.Note]) -> float:
     return float(max(n.start for n in notes))
-
-
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _extended(result: Continuation, before, decoded, shift: float) -> Continuation:

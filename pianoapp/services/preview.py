@@ -71,7 +71,7 @@ def _preview_symbolic(path: Path, key: str) -> Preview:
     low, high = min(n.pitch for n in notes), max(n.pitch for n in notes)
     pedal = any(sustain_intervals(inst, pm.get_end_time()) for inst in pm.instruments if not inst.is_drum)
     summary = (
-        f"{_clock(max(n.end for n in notes))} · {len(notes):,} notes · "
+        f"{clock(max(n.end for n in notes))} · {len(notes):,} notes · "
         f"{pianoroll.note_name(low)}–{pianoroll.note_name(high)}" + (" · sustain pedal" if pedal else "")
     )
     figure = pianoroll.piano_roll(pm)
@@ -81,21 +81,22 @@ def _preview_symbolic(path: Path, key: str) -> Preview:
 def _preview_audio(path: Path, key: str) -> Preview:
     audio = load_audio(path, sr=constants.SAMPLE_RATE)
     seconds = audio.size / constants.SAMPLE_RATE
-    summary = f"{_clock(seconds)} · mono at {constants.SAMPLE_RATE / 1000:g} kHz"
+    summary = f"{clock(seconds)} · mono at {constants.SAMPLE_RATE / 1000:g} kHz"
     figure = pianoroll.spectrogram(audio, constants.SAMPLE_RATE)
     return Preview("audio", (constants.SAMPLE_RATE, audio), _write_wav(audio, key), figure, summary)
 
 
 @functools.cache
-def _preview_dir() -> Path:
-    """One folder per process, removed at exit, so processes never delete each other's files."""
-    folder = Path(tempfile.mkdtemp(prefix="pianoapp-previews-"))
+def scratch_dir(purpose: str) -> Path:
+    """One folder per process and purpose ("previews", "continuations"), removed at exit, so
+    processes never delete each other's files."""
+    folder = Path(tempfile.mkdtemp(prefix=f"pianoapp-{purpose}-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
 
 def _write_wav(audio: np.ndarray, key: str) -> Path:
-    path = _preview_dir() / f"{key.replace('.', '-')}.wav"
+    path = scratch_dir("previews") / f"{key.replace('.', '-')}.wav"
     # Written beside and renamed, so a concurrent request never serves half a file.
     tmp = path.with_suffix(f".{threading.get_ident()}.tmp.wav")
     write_audio(tmp, audio, constants.SAMPLE_RATE)
@@ -103,6 +104,7 @@ def _write_wav(audio: np.ndarray, key: str) -> Path:
     return path
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """'m:ss' for summaries."""
     seconds = round(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}"

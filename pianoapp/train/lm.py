@@ -13,9 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pianoapp.constants import DEFAULT_DATA_DIR
-from pianoapp.data.sequences import Augment, TokenWindows, load_pieces
-from pianoapp.errors import BadInputError
+from pianoapp.data.sequences import Augment, TokenWindows, corpus_items, corpus_pieces
 from pianoapp.evaluate.lm import KINDS, evaluate_lm, token_nll
 from pianoapp.models.registry import build, get_config
 from pianoapp.tokenizer import Tokenizer
@@ -25,30 +23,13 @@ COLLECTIONS = ("asap", "pop909")
 
 
 def lm_items(split: str, *, data_dir: Path | None = None, max_items: int = 0) -> list:
-    """The corpus items the LM learns from in one split; `max_items` > 0 keeps that many, spread
-    evenly over the list (and so over both collections)."""
-    from pianoapp.data.corpora import load_items
-
-    items = [
-        item
-        for item in load_items(COLLECTIONS, data_dir=data_dir, split=split)
-        if item.collection != "asap" or item.meta.get("kind") == "performance"
-    ]
-    if max_items and len(items) > max_items:
-        items = [items[i] for i in np.linspace(0, len(items) - 1, max_items).round().astype(int)]
-    return items
+    """The corpus items the LM learns from in one split (see `corpus_items`)."""
+    return corpus_items(COLLECTIONS, split, data_dir=data_dir, max_items=max_items)
 
 
 def lm_pieces(split: str, *, data_dir: Path | None = None, max_items: int = 0) -> list[np.ndarray]:
     """The notes of each readable file of `lm_items`, empty files left out."""
-    paths = [Path(item.path) for item in lm_items(split, data_dir=data_dir, max_items=max_items)]
-    pieces = [piece for piece in load_pieces(paths) if len(piece)]
-    if not pieces:
-        raise BadInputError(
-            f"No readable ASAP or POP909 files in the {split} split of {data_dir or DEFAULT_DATA_DIR}; "
-            "pass --data with the folder that holds asap/ and pop909/."
-        )
-    return pieces
+    return corpus_pieces(COLLECTIONS, split, data_dir=data_dir, max_items=max_items)
 
 
 class LMRecipe:
