@@ -136,8 +136,10 @@ def test_continue_refuses_a_drum_only_prompt(tmp_path, capsys):
 
 
 def test_json_stdout_is_one_document(tmp_path, capsys):
-    """Logs go to stderr: with --json, stdout parses as JSON even when the command fails."""
-    env = {**os.environ, "PIANOAPP_DEBUG": ""}
+    """Logs go to stderr: with --json, stdout parses as JSON even when the command fails.
+
+    CI=1 because pyfluidsynth then prints where it found the library, as it does on CI machines."""
+    env = {**os.environ, "PIANOAPP_DEBUG": "", "CI": "1"}
     proc = subprocess.run([PIANOAPP, "search", "waltz", "--json", "--index", str(tmp_path)], capture_output=True,
                           text=True, timeout=60, env=env, check=False)
     assert proc.stdout == ""  # no results document on failure, and nothing else either
