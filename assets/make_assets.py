@@ -11,6 +11,7 @@ import numpy as np
 import pretty_midi
 from music21 import bar, corpus, stream
 
+from pianoapp.constants import DEFAULT_DATA_DIR
 from pianoapp.io.audio import write_audio
 from pianoapp.io.midi import notes_to_midi, read_midi, write_midi
 from pianoapp.io.render import render
@@ -24,6 +25,8 @@ EXCERPTS = [
     ("joplin_maple_leaf_rag_opening.mid", "joplin/maple_leaf_rag", 1, 8),
 ]
 RECORDING = ("mozart_k545_opening.flac", "mozart_k545_opening.mid", "MuseScore_General")
+# (file, Nottingham tune, bars): a whole 16-bar Playford dance in 4/4, D major, six chords
+NOTTINGHAM_LEAD_SHEET = ("nottingham_playford14_lead_sheet.mid", "playford14", 16)
 
 
 def score_excerpt(work: str, first: int, last: int) -> pretty_midi.PrettyMIDI:
@@ -91,12 +94,35 @@ def lead_sheet() -> pretty_midi.PrettyMIDI:
     return notes_to_midi({"melody": tune, "chords": chords}, tempo=100.0)
 
 
+def nottingham_lead_sheet(tune: str, bars: int) -> pretty_midi.PrettyMIDI | None:
+    """The first `bars` bars of a Nottingham tune as it is (a melody track, then a block-chord track),
+    tracks named, in its tempo and metre; None when the data is not at DEFAULT_DATA_DIR."""
+    path = DEFAULT_DATA_DIR / "nottingham" / f"{tune}.mid"
+    if not path.is_file():
+        return None
+    source = read_midi(path)
+    end = float(source.get_downbeats()[bars]) if len(source.get_downbeats()) > bars else source.get_end_time()
+    tracks = {
+        name: [pretty_midi.Note(n.velocity, n.pitch, n.start, min(n.end, end)) for n in inst.notes if n.start < end]
+        for name, inst in zip(("melody", "chords"), source.instruments)
+    }
+    pm = notes_to_midi(tracks, tempo=float(source.get_tempo_changes()[1][0]))
+    pm.time_signature_changes = source.time_signature_changes[:1]
+    return pm
+
+
 def main() -> None:
     made = []
     for name, work, first, last in EXCERPTS:
         made.append(write_midi(score_excerpt(work, first, last), HERE / name))
     made.append(write_midi(pedal_arpeggios(), HERE / "pedal_arpeggios.mid"))
     made.append(write_midi(lead_sheet(), HERE / "folk_lead_sheet.mid"))
+    name, tune, bars = NOTTINGHAM_LEAD_SHEET
+    tune_pm = nottingham_lead_sheet(tune, bars)
+    if tune_pm is None:
+        print(f"{name}: Nottingham data not found at {DEFAULT_DATA_DIR}; keeping the shipped file")
+    else:
+        made.append(write_midi(tune_pm, HERE / name))
     out, source, soundfont = RECORDING
     made.append(write_audio(HERE / out, render(read_midi(HERE / source), soundfont=soundfont)))
     for path in made:

@@ -5,6 +5,8 @@
     embeddings-<g>.npy   float32 (items, dim), L2-normalised, so inner product = cosine; Explore
                          and re-ranking read them without embedding anything again
     ann-<g>.faiss        the approximate (HNSW) graph, only for indexes searched approximately
+    windows-<g>.npz      optional: each item's content over time (`Windows`): overlapping windows
+                         embedded by the audio↔MIDI matcher, and chroma frames, for matching
 
 A save writes generation g+1 beside g and then replaces manifest.json, the one commit point: a crash
 at any moment leaves a manifest naming a complete generation, the old one or the new one.
@@ -22,7 +24,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +39,104 @@ EXACT_MAX_ITEMS = 100_000
 HNSW_NEIGHBOURS = 32  # graph degree: recall@10 ≥ 0.95 at efSearch 64 on 384-d text embeddings
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
+WINDOW_ARRAYS = ("embeddings", "owner", "start_s", "chroma", "chroma_owner")  # the fields `Windows` saves
+
+
+@dataclass(frozen=True)
+class ItemTimeline:
+    """What matching keeps of one item: its 4 s windows embedded by the matcher, and chroma frames."""
+
+    embeddings: np.ndarray  # (n, dim)
+    start_s: np.ndarray  # (n,) where each window starts
+    chroma: np.ndarray  # (frames, 12), each frame unit-norm or zero
+
+
+@dataclass
+class Windows:
+    """Every item's content over time, for matching: embedded windows to shortlist the pieces a
+    recording may come from, chroma frames to align it with each. Rows are grouped by item, in
+    item order, so one item's rows are contiguous and in time order."""
+
+    space: str  # the matcher checkpoint the embeddings come from
+    embeddings: np.ndarray  # (W, dim) float16, L2-normalised
+    owner: np.ndarray  # (W,) int32: the row of the item each window belongs to
+    start_s: np.ndarray  # (W,) float32: where each window starts in its item
+    chroma: np.ndarray  # (F, 12) uint8: chroma frames scaled to 0–255
+    chroma_owner: np.ndarray  # (F,) int32
+    _faiss: object = field(default=None, repr=False, compare=False)  # built on first search
+
+    @classmethod
+    def empty(cls, space: str, dim: int) -> "Windows":
+        return cls(space, np.zeros((0, dim), np.float16), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                   np.zeros((0, 12), np.uint8), np.zeros(0, np.int32))
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def rows_of(self, item_row: int) -> slice:
+        """The window rows of one item."""
+        return _rows(self.owner, item_row)
+
+    def chroma_of(self, item_row: int) -> np.ndarray:
+        """One item's chroma, (12, frames) float32."""
+        return self.chroma[_rows(self.chroma_owner, item_row)].T.astype(np.float32) / 255
+
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For each query row, the k most similar windows (cosine): (similarities, window rows), both
+        (Q, k), best first; rows are -1 where fewer windows exist. `among`: item rows to search in."""
+        queries = np.ascontiguousarray(queries, np.float32)
+        queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        nothing = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        params = None
+        if among is not None:
+            keep = np.flatnonzero(np.isin(self.owner, among)).astype(np.int64)
+            if not len(keep):
+                return nothing
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(keep))
+        k = min(k, len(self))
+        return self._searcher().search(queries, k, params=params) if k else nothing
+
+    def _searcher(self):
+        # stored as fp16 inside FAISS too: half the memory of a float32 copy, the same ranking
+        if self._faiss is None:
+            searcher = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            searcher.add(self.embeddings.astype(np.float32))
+            self._faiss = searcher
+        return self._faiss
+
+    def extend(self, first_row: int, timelines: list[ItemTimeline]) -> "Windows":
+        """These windows plus those of new items at rows first_row, first_row + 1, …"""
+        embeddings, owner, start_s = [self.embeddings], [self.owner], [self.start_s]
+        chroma, chroma_owner = [self.chroma], [self.chroma_owner]
+        for i, item in enumerate(timelines):
+            emb = np.asarray(item.embeddings, np.float32).reshape(-1, self.dim)
+            embeddings.append((emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float16))
+            owner.append(np.full(len(emb), first_row + i, np.int32))
+            start_s.append(np.asarray(item.start_s, np.float32))
+            chroma.append(np.round(np.clip(item.chroma, 0, 1) * 255).astype(np.uint8).reshape(-1, 12))
+            chroma_owner.append(np.full(len(chroma[-1]), first_row + i, np.int32))
+        return Windows(self.space, *map(np.concatenate, (embeddings, owner, start_s, chroma, chroma_owner)))
+
+    def without(self, gone_rows: np.ndarray) -> "Windows":
+        """These windows less those of the items at gone_rows, owners renumbered to the kept items."""
+        gone_rows = np.sort(gone_rows)
+
+        def kept(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            keep = ~np.isin(owner, gone_rows)
+            shift = np.searchsorted(gone_rows, owner[keep])  # items removed before each owner
+            return keep, (owner[keep] - shift).astype(np.int32)
+
+        (keep, owner), (keep_f, chroma_owner) = kept(self.owner), kept(self.chroma_owner)
+        return Windows(self.space, self.embeddings[keep], owner, self.start_s[keep], self.chroma[keep_f], chroma_owner)
+
+
+def _rows(owner: np.ndarray, item_row: int) -> slice:
+    lo, hi = np.searchsorted(owner, [item_row, item_row + 1])
+    return slice(int(lo), int(hi))
 
 
 @dataclass(frozen=True)
@@ -64,21 +164,25 @@ class Filters:
 
 class Index:
     def __init__(self, folder: str | os.PathLike, space: str, dim: int, items: list[dict],
-                 embeddings: np.ndarray, *, generation: int = 0, approximate: bool | None = None):
+                 embeddings: np.ndarray, *, generation: int = 0, approximate: bool | None = None,
+                 windows: Windows | None = None):
         self.folder = Path(folder)
         self.space = space  # names the encoder (and text recipe) the embeddings come from
         self.dim = dim
         self.items = items
         self.embeddings = embeddings
         self.generation = generation
+        self.windows = windows
         self._approximate = approximate  # None: decided by size
         self._faiss = None  # built on first search, dropped on any change
 
     @classmethod
     def create(cls, folder: str | os.PathLike, space: str, dim: int, *,
-               approximate: bool | None = None) -> "Index":
-        """An empty index for `folder` (written by `save`)."""
-        return cls(folder, space, dim, [], np.zeros((0, dim), np.float32), approximate=approximate)
+               approximate: bool | None = None, windows: Windows | None = None) -> "Index":
+        """An empty index for `folder` (written by `save`); with `windows` (empty), one that keeps
+        every item's time windows too."""
+        return cls(folder, space, dim, [], np.zeros((0, dim), np.float32), approximate=approximate,
+                   windows=windows)
 
     @classmethod
     def open(cls, folder: str | os.PathLike, *, space: str | None = None,
@@ -103,8 +207,9 @@ class Index:
                 f"The index at {folder} is damaged ({len(items)} items but embeddings of shape "
                 f"{embeddings.shape}); rebuild it."
             )
+        windows = _read_windows(folder, manifest, len(items)) if manifest.get("windows") else None
         index = cls(folder, manifest["space"], manifest["dim"], items, embeddings.astype(np.float32),
-                    generation=gen, approximate=approximate)
+                    generation=gen, approximate=approximate, windows=windows)
         if manifest.get("ann") and index.approximate:
             graph = faiss.read_index(str(folder / manifest["ann"]))
             if graph.ntotal == len(items):
@@ -119,12 +224,17 @@ class Index:
     def approximate(self) -> bool:
         return len(self) > EXACT_MAX_ITEMS if self._approximate is None else self._approximate
 
-    def add(self, items: list[dict], embeddings: np.ndarray) -> list[dict]:
+    def add(self, items: list[dict], embeddings: np.ndarray,
+            windows: list[ItemTimeline] | None = None) -> list[dict]:
         """Add items (one embedding row each); return those actually added.
 
+        `windows`: per item, its `ItemTimeline` (embeddings under `self.windows.space`); an index that
+        holds windows takes only items that come with them.
         Content already indexed is skipped. An item whose path is indexed with other content (the
         file was edited) replaces the old entry.
         """
+        if (windows is None) != (self.windows is None) or (windows is not None and len(windows) != len(items)):
+            raise ValueError("an index with windows takes items with windows (one entry per item), and only those")
         embeddings = np.asarray(embeddings, np.float32).reshape(len(items), -1)
         if embeddings.shape[1] != self.dim:
             raise ValueError(f"embeddings are {embeddings.shape[1]}-d, the index holds {self.dim}-d")
@@ -138,6 +248,8 @@ class Index:
         self.remove(it["path"] for it in added)
         rows = embeddings[keep]
         rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        if windows is not None:
+            self.windows = self.windows.extend(len(self.items), [windows[i] for i in keep])
         self.items = self.items + added
         self.embeddings = np.concatenate([self.embeddings, rows])
         self._faiss = None
@@ -150,6 +262,8 @@ class Index:
         if gone:
             kept = np.setdiff1d(np.arange(len(self.items)), gone)
             removed = [self.items[i] for i in gone]
+            if self.windows is not None:
+                self.windows = self.windows.without(np.array(gone))
             self.items = [self.items[i] for i in kept]
             self.embeddings = self.embeddings[kept]
             self._faiss = None
@@ -198,6 +312,12 @@ class Index:
         self.folder.mkdir(parents=True, exist_ok=True)
         gen = self.generation + 1
         names = {"items": f"items-{gen}.jsonl", "embeddings": f"embeddings-{gen}.npy", "ann": None}
+        windows = None
+        if self.windows is not None:
+            w = self.windows
+            windows = {"file": f"windows-{gen}.npz", "space": w.space, "dim": w.dim, "count": len(w)}
+            _write_atomic(self.folder / windows["file"],
+                          lambda f: np.savez(f, **{name: getattr(w, name) for name in WINDOW_ARRAYS}))
         _write_atomic(self.folder / names["embeddings"], lambda f: np.save(f, self.embeddings))
         lines = "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in self.items)
         _write_atomic(self.folder / names["items"], lambda f: f.write(lines.encode("utf-8")))
@@ -213,12 +333,13 @@ class Index:
             "count": len(self),
             "generation": gen,
             **names,
+            "windows": windows,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         _write_atomic(self.folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         self.generation = gen
-        current = {name for name in names.values() if name}
-        for pattern in ("items-*.jsonl", "embeddings-*.npy", "ann-*.faiss", "*.tmp"):
+        current = {name for name in names.values() if name} | ({windows["file"]} if windows else set())
+        for pattern in ("items-*.jsonl", "embeddings-*.npy", "ann-*.faiss", "windows-*.npz", "*.tmp"):
             for stale in self.folder.glob(pattern):
                 if stale.name not in current:
                     stale.unlink(missing_ok=True)
@@ -248,6 +369,21 @@ def read_manifest(folder: Path) -> dict:
     if missing:
         raise CorruptFileError(f"The index manifest {path} is damaged (no {', '.join(missing)}); rebuild the index.")
     return manifest
+
+
+def _read_windows(folder: Path, manifest: dict, n_items: int) -> Windows:
+    meta = manifest["windows"]
+    try:
+        with np.load(folder / meta["file"], allow_pickle=False) as f:
+            windows = Windows(meta["space"], *(f[name] for name in WINDOW_ARRAYS))
+    except (OSError, ValueError, KeyError) as err:
+        raise CorruptFileError(f"The index at {folder} is damaged ({brief(err)}); rebuild it.") from err
+    owners_fit = all(not len(o) or (o.max() < n_items and np.all(np.diff(o) >= 0))
+                     for o in (windows.owner, windows.chroma_owner))
+    if (windows.embeddings.shape != (meta["count"], meta["dim"]) or len(windows.start_s) != meta["count"]
+            or len(windows.chroma) != len(windows.chroma_owner) or not owners_fit):
+        raise CorruptFileError(f"The index at {folder} is damaged (its windows do not fit its items); rebuild it.")
+    return windows
 
 
 def is_index(folder: str | os.PathLike) -> bool:

@@ -77,7 +77,6 @@ def test_silent_recording_exits_2(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["match", "assets/mozart_k545_opening.flac", "--json"],
         ["arrange", "assets/folk_lead_sheet.mid", "--out", "x.mid"],
         ["explore", "umap", "--out", "x.html"],
     ],

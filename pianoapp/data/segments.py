@@ -125,6 +125,12 @@ def _render_file(path: Path, notes: np.ndarray, soundfont: str, seconds: float) 
     os.replace(tmp, path)  # atomic: parallel ranks may write the same key
 
 
+def note_rows(notes: list[pretty_midi.Note]) -> np.ndarray:
+    """Notes as `midi_inputs` reads them: float64 [start_s, end_s, pitch, velocity] rows, by start."""
+    rows = sorted((n.start, n.end, n.pitch, n.velocity) for n in notes)
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
 def midi_inputs(notes: np.ndarray, start_s: float, seconds: float = SEGMENT_SECONDS) -> dict[str, np.ndarray]:
     """The notes ([start_s, end_s, pitch, velocity], sorted by start) sounding in a window, as the
     MIDI encoder's padded inputs: onset and end relative to the window start, clipped to it."""

@@ -20,10 +20,11 @@ CAPABILITIES = {
     for c in (
         # Answered by MiniLM over metadata text until the trained text–audio–MIDI model ships.
         Capability("search", "Text search", (), "the text–audio–MIDI search model"),
-        Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher", service_built=False),
+        Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher"),
         Capability("continue", "Continuation", ("lm-small",), "the piano language model"),
         Capability("arrange", "Arrangement", ("lm-small", "arranger"), "the style-reference arranger"),
-        Capability("explore", "Explore", ("matcher", "bind"), "the matcher and search encoders"),
+        # The map draws whatever embeddings an index holds; CKA needs the matcher.
+        Capability("explore", "Explore", ("matcher",), "the audio↔MIDI matcher"),
     )
 }
 

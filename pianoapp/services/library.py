@@ -96,6 +96,15 @@ def embed_texts(texts: list[str]) -> np.ndarray:
     return load_text_encoder().encode(texts)
 
 
+def embed_file(path: str | os.PathLike) -> np.ndarray:
+    """A file's embedding as `add_uploads` would index it (titled by its name, in "your files"),
+    without adding it: where an upload would sit among indexed items."""
+    path = Path(path)
+    source = Source(str(path), path, UPLOADS_COLLECTION, _plain_item(path, UPLOADS_COLLECTION), upload=True)
+    _, text, _ = _record(source, _content_hash(check_file(path)), False)
+    return embed_texts([text])[0]
+
+
 # Index folders ----------------------------------------------------------------------------------
 
 
@@ -174,7 +183,7 @@ def _build(sources: list[Source], out_dir: Path, *, progress: Progress | None) -
     if out_dir.is_dir() and not is_index(out_dir) and any(not p.name.startswith(".") for p in out_dir.iterdir()):
         raise BadInputError(f"{out_dir} holds other files; choose a new or empty folder for the index.")
     with locked(out_dir):
-        index = Index.create(out_dir, SPACE, _engine_dim())
+        index = Index.create(out_dir, SPACE, _engine_dim(), windows=_new_windows())
         index.generation = _current_generation(out_dir)  # the old index stays current until the new is saved
         return _index_files(index, sources, progress=progress)
 
@@ -201,7 +210,7 @@ def add_uploads(uploads: Iterable[str | os.PathLike], index_dir: str | os.PathLi
         if is_index(index_dir):  # an outdated index is refused before any upload is copied
             index = Index.open(index_dir, space=SPACE)
         else:
-            index = Index.create(index_dir, SPACE, _engine_dim())
+            index = Index.create(index_dir, SPACE, _engine_dim(), windows=_new_windows())
         store.mkdir(exist_ok=True)
         for upload in map(Path, uploads):
             try:
@@ -279,6 +288,7 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
     """Read, describe and embed the files not indexed yet; add them to `index` and save it."""
     report = Report(index.folder)
     known_ids = {it["id"] for it in index.items}
+    with_windows = index.windows is not None
     todo = []
     for source in sources:
         try:
@@ -290,63 +300,79 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
             report.duplicates.append(source.name)
         else:
             known_ids.add(digest)
-            todo.append((source, digest))
+            todo.append((source, digest, with_windows))
     if progress:
         progress(len(sources) - len(todo), len(sources))
-    records, texts = [], []
-    for done, ((source, _), (record, text, why)) in enumerate(zip(todo, _read_all(todo), strict=True), 1):
+    records, texts, windows = [], [], []
+    for done, ((source, *_), (record, text, item_windows, why)) in enumerate(zip(todo, _read_all(todo), strict=True), 1):
         if record is None:
             report.skipped.append((source.name, why))
         else:
             records.append(record)
             texts.append(text)
+            windows.append(item_windows)
         if progress:
             progress(len(sources) - len(todo) + done, len(sources))
     if sources and not records and not report.duplicates:
         reasons = " ".join(why for _, why in report.skipped[:3])
         raise BadInputError(f"None of the {len(sources)} files could be indexed: {reasons}")
     if records:
-        report.added = index.add(records, embed_texts(texts))
+        report.added = index.add(records, embed_texts(texts), windows if with_windows else None)
     index.save()
     report.total = len(index)
     return report
 
 
-def _read_all(todo: list[tuple[Source, str]]) -> Iterator[tuple[dict | None, str, str]]:
-    """(record, text, "") or (None, "", why) per file, in order; many files are read in parallel
-    (music21 takes seconds per long score)."""
+def _read_all(todo: list[tuple[Source, str, bool]]) -> Iterator[tuple[dict | None, str, tuple | None, str]]:
+    """(record, text, windows, "") or (None, "", None, why) per file, in order; many files are read
+    in parallel (music21 takes seconds per long score)."""
     workers = min(os.cpu_count() or 1, len(todo) // PARALLEL_FROM)
     if workers < 2:
         yield from map(_try_record, todo)
         return
     # spawn, not fork: the app's threads must not be copied mid-work into the children
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
         yield from pool.map(_try_record, todo)
 
 
-def _try_record(job: tuple[Source, str]) -> tuple[dict | None, str, str]:
+def _one_thread() -> None:
+    """Worker processes split the files, so each embeds on one thread rather than fighting for all."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _try_record(job: tuple[Source, str, bool]) -> tuple[dict | None, str, tuple | None, str]:
     try:
         return (*_record(*job), "")
     except PianoappError as err:
-        return None, "", str(err)
+        return None, "", None, str(err)
 
 
-def _record(source: Source, digest: str) -> tuple[dict, str]:
-    """An index item for a file, and the text the engine embeds for it."""
+def _record(source: Source, digest: str, with_windows: bool) -> tuple[dict, str, tuple | None]:
+    """An index item for a file, the text the engine embeds for it, and (if asked) what matching
+    keeps of it (`services.match.item_timeline`)."""
+    from pianoapp.data.segments import note_rows
+    from pianoapp.services.match import item_timeline
+
     path = source.file
     item = source.item or _plain_item(path, source.collection)
+    audio = None
     if file_kind(path) == "audio":
         from pianoapp.io.audio import load_audio
         from pianoapp.io.transcribe import transcribe
 
-        pm = transcribe(load_audio(path))
+        audio = load_audio(path)
+        pm = transcribe(audio)
     else:
         pm = read_midi(path, max_seconds=None if source.upload else float("inf"))
     if "metre" not in item.meta and pm.time_signature_changes:
         ts = pm.time_signature_changes[0]
         item = Item(item.item_id, item.path, item.collection, item.piece_id, item.title, item.composer,
                     {**item.meta, "metre": f"{ts.numerator}/{ts.denominator}"})
-    attributes = {k: v.item() if isinstance(v, np.generic) else v for k, v in note_attributes(piano_notes(pm)).items()}
+    notes = piano_notes(pm)
+    attributes = {k: v.item() if isinstance(v, np.generic) else v for k, v in note_attributes(notes).items()}
     text = item_text(item, attributes)
     record = {
         "id": digest,
@@ -361,7 +387,10 @@ def _record(source: Source, digest: str) -> tuple[dict, str]:
         "attributes": attributes,
         "text": text,
     }
-    return record, text
+    windows = None
+    if with_windows:
+        windows = item_timeline("audio" if audio is not None else "midi", notes=note_rows(notes), audio=audio)
+    return record, text, windows
 
 
 def _plain_item(path: Path, collection: str, *, title: str | None = None) -> Item:
@@ -395,6 +424,12 @@ def _content_hash(path: Path) -> str:
 
 def _same_file(path: str) -> str:
     return path if path.startswith(MUSIC21_PREFIX) else os.path.realpath(path)
+
+
+def _new_windows():
+    from pianoapp.services.match import new_windows
+
+    return new_windows()
 
 
 def _engine_dim() -> int:

@@ -1,0 +1,318 @@
+"""Audio↔MIDI matching: which indexed piece a recording (or a MIDI file) comes from, and where in it.
+
+Two stages (DESIGN.md). The query is cut into 4 s windows every second and embedded by the matcher;
+one FAISS search over every indexed window (`index.Windows`) shortlists the pieces whose windows come
+closest, in milliseconds over thousands of pieces. Each shortlisted piece is then aligned with the
+whole query by subsequence DTW on chroma, twice: the query's audio chroma and the chroma of its
+notes (a recording's basic-pitch transcription, a MIDI file's own notes), each against the piece's
+note chroma. The score is the mean of the two alignments' similarities; the path gives the span.
+On validation (`pianoapp.evaluate.matching`), DTW on the matcher's own windows placed excerpts
+tens of seconds off and ranked worse than chroma: the windows tell pieces apart in bulk, not
+moment by moment.
+
+Matching crosses modalities, as the matcher was trained to: a recording meets indexed MIDI and
+scores through the audio tower, and indexed recordings through the MIDI tower of its transcription;
+a MIDI query meets recordings through the MIDI tower, and other MIDI through its own rendering.
+
+A hit is a match when its score reaches the threshold calibrated on the validation split
+(`bench/calibrate_match.py` writes models/matcher/calibration.json); below it, the closest pieces
+are still listed, marked as no match.
+"""
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pianoapp import constants
+from pianoapp.data.segments import HOP_SECONDS, SEGMENT_SAMPLES, SEGMENT_SECONDS, midi_inputs, note_rows
+from pianoapp.data.sequences import END, PITCH, START, VELOCITY
+from pianoapp.errors import BadInputError
+from pianoapp.index import Index, ItemTimeline, Windows
+
+MATCHER_DIR = constants.MODELS_DIR / "matcher"
+CALIBRATION = "calibration.json"
+NEIGHBOURS = 64  # windows retrieved per query window in the first stage
+SHORTLIST = 24  # pieces aligned by DTW in the second stage: 0.97 of true pieces are among them (val)
+SILENT_WINDOW_DBFS = -55.0  # quieter windows hold nothing to match
+CHROMA_HOP_S = 0.1  # chroma frame: fine enough for sub-second starts, light enough to keep for every item
+BATCH = 32
+
+
+# Windows ----------------------------------------------------------------------------------------
+
+
+def matcher_model(model_dir: Path | None = None) -> torch.nn.Module:
+    from pianoapp.models.checkpoint import load_model
+
+    return load_model(model_dir or MATCHER_DIR, device="cpu")
+
+
+@functools.cache
+def windows_space(model_dir: Path = MATCHER_DIR) -> str:
+    """Names the checkpoint window embeddings come from: indexes built with another must be rebuilt."""
+    digest = hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()[:12]
+    return f"matcher/{digest}"
+
+
+def new_windows(model_dir: Path = MATCHER_DIR) -> Windows | None:
+    """Empty windows for a new index, or None when no matcher is installed (search still works)."""
+    if not (Path(model_dir) / "model.safetensors").is_file():
+        return None
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return Windows.empty(windows_space(Path(model_dir)), config["model"]["embed_dim"])
+
+
+def window_starts(seconds: float) -> np.ndarray:
+    """Window start times covering `seconds` (one window, padded, for anything shorter than one)."""
+    return np.arange(0.0, max(seconds - SEGMENT_SECONDS, 0.0) + 1e-6, HOP_SECONDS)
+
+
+@torch.inference_mode()
+def audio_windows(audio: np.ndarray, model: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Audio-tower embeddings (n, dim) of the audible 4 s windows of a recording, and their start times."""
+    model = model or matcher_model()
+    starts = window_starts(audio.size / constants.SAMPLE_RATE)
+    padded = np.pad(audio, (0, max(0, round(starts[-1] * constants.SAMPLE_RATE) + SEGMENT_SAMPLES - audio.size)))
+    first = np.round(starts * constants.SAMPLE_RATE).astype(int)
+    frames = np.stack([padded[s:s + SEGMENT_SAMPLES] for s in first])
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    audible = 20 * np.log10(np.maximum(rms, 1e-10)) > SILENT_WINDOW_DBFS
+    frames, starts = frames[audible], starts[audible]
+    out = [model.embed_audio(torch.from_numpy(frames[i:i + BATCH])).embedding.numpy()
+           for i in range(0, len(frames), BATCH)]
+    return _stack(out, model), starts.astype(np.float32)
+
+
+@torch.inference_mode()
+def note_windows(notes: np.ndarray, model: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MIDI-tower embeddings (n, dim) of the 4 s windows of a piece's notes (`note_rows`) holding an
+    onset, and their start times."""
+    from torch.utils.data import default_collate
+
+    model = model or matcher_model()
+    if not len(notes):
+        return _stack([], model), np.zeros(0, np.float32)
+    starts = window_starts(float(notes[:, END].max()))
+    onsets = notes[:, START]
+    holds = np.searchsorted(onsets, starts + SEGMENT_SECONDS) > np.searchsorted(onsets, starts)
+    starts = starts[holds]
+    out = []
+    for i in range(0, len(starts), BATCH):
+        batch = default_collate([midi_inputs(notes, float(s)) for s in starts[i:i + BATCH]])
+        out.append(model.embed_midi({k: torch.as_tensor(v) for k, v in batch.items()}).embedding.numpy())
+    return _stack(out, model), starts.astype(np.float32)
+
+
+def _stack(parts: list[np.ndarray], model: torch.nn.Module) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0, model.config.embed_dim), np.float32)
+
+
+def item_timeline(kind: str, *, notes: np.ndarray, audio: np.ndarray | None = None,
+                  model: torch.nn.Module | None = None) -> ItemTimeline:
+    """What an index keeps of an item for matching: a recording's audio windows or a score's note
+    windows, and the chroma of its notes (a recording's are its transcription)."""
+    embeddings, starts = audio_windows(audio, model) if kind == "audio" else note_windows(notes, model)
+    return ItemTimeline(embeddings, starts, chroma_of_notes(notes).T)
+
+
+def chroma_of_notes(notes: np.ndarray) -> np.ndarray:
+    """(12, frames) chroma of the sounding notes (`note_rows`), velocity-weighted, frames unit-norm."""
+    frames = int(np.ceil((notes[:, END].max() if len(notes) else 0) / CHROMA_HOP_S)) + 1
+    chroma = np.zeros((12, frames))
+    first = (notes[:, START] / CHROMA_HOP_S).astype(int)
+    last = np.maximum(first + 1, (notes[:, END] / CHROMA_HOP_S).astype(int))
+    for a, b, pitch, velocity in zip(first, last, notes[:, PITCH].astype(int), notes[:, VELOCITY], strict=True):
+        chroma[pitch % 12, a:b] += velocity
+    return chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-9)
+
+
+def chroma_of_audio(audio: np.ndarray) -> np.ndarray:
+    """(12, frames) constant-Q chroma of a recording, frames unit-norm."""
+    import librosa
+
+    hop = round(CHROMA_HOP_S * constants.SAMPLE_RATE / 128) * 128  # CQT wants multiples of 2**(octaves-1)
+    chroma = librosa.feature.chroma_cqt(y=audio, sr=constants.SAMPLE_RATE, hop_length=hop)
+    return chroma / np.maximum(np.linalg.norm(chroma, axis=0, keepdims=True), 1e-9)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    similarity: float  # mean cosine similarity of the aligned chroma frames
+    start_s: float  # the aligned span in the piece
+    end_s: float
+
+
+def align(query: np.ndarray, piece: np.ndarray) -> Alignment:
+    """Subsequence DTW of a query's chroma (12, m) against a piece's (12, n): the best-fitting span."""
+    import librosa
+
+    # cosine distance of unit frames; silent (all-zero) frames are simply far from everything
+    acc, path = librosa.sequence.dtw(C=1.0 - query.T @ piece, subseq=True, backtrack=True)
+    end = int(np.argmin(acc[-1]))
+    start = int(path[-1, 1])  # the path runs backwards: its last step is the span's first frame
+    return Alignment(1.0 - float(acc[-1, end]) / query.shape[1], start * CHROMA_HOP_S, (end + 1) * CHROMA_HOP_S)
+
+
+def is_recording(item: dict) -> bool:
+    return Path(item["path"]).suffix.lower() in constants.AUDIO_SUFFIXES
+
+
+# Queries ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Query:
+    """What is being matched: a recording, a score, or both once one is derived from the other."""
+
+    name: str
+    duration_s: float
+    audio: np.ndarray | None = None
+    notes: np.ndarray | None = None  # `note_rows`: [start_s, end_s, pitch, velocity]
+    _cache: dict = field(default_factory=dict, repr=False)  # windows and chroma, computed once
+
+    def sound(self) -> np.ndarray:
+        if self.audio is None:
+            from pianoapp.io.midi import notes_to_midi
+            from pianoapp.io.render import render
+
+            import pretty_midi
+
+            played = [pretty_midi.Note(int(v), int(p), s, e) for s, e, p, v in self.notes.tolist()]
+            self.audio = render(notes_to_midi(played))
+        return self.audio
+
+    def score(self) -> np.ndarray:
+        if self.notes is None:
+            from pianoapp.io.midi import piano_notes
+            from pianoapp.io.transcribe import transcribe
+
+            self.notes = note_rows(piano_notes(transcribe(self.audio)))
+        return self.notes
+
+    def windows(self, tower: str, model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        if tower not in self._cache:
+            self._cache[tower] = (audio_windows(self.sound(), model) if tower == "audio"
+                                  else note_windows(self.score(), model))
+        return self._cache[tower]
+
+    def chromas(self) -> list[np.ndarray]:
+        """The query's audio chroma and, when it has notes, their chroma."""
+        if "chroma" not in self._cache:
+            notes = self.score()
+            self._cache["chroma"] = [chroma_of_audio(self.sound())] + ([chroma_of_notes(notes)] if len(notes) else [])
+        return self._cache["chroma"]
+
+
+def read_query(path: str | os.PathLike) -> Query:
+    """A recording or MIDI/score file as a query; bad, silent, empty or too-short files are refused
+    with one sentence."""
+    from pianoapp.io.files import check_file, file_kind
+
+    path = check_file(path)
+    if file_kind(path) == "audio":
+        from pianoapp.io.audio import load_audio
+
+        audio = load_audio(path)
+        query = Query(path.name, audio.size / constants.SAMPLE_RATE, audio=audio)
+    else:
+        from pianoapp.io.midi import piano_notes, read_midi
+
+        notes = note_rows(piano_notes(read_midi(path)))
+        query = Query(path.name, float(notes[:, END].max()), notes=notes)
+    if query.duration_s < SEGMENT_SECONDS:
+        raise BadInputError(f"{path.name} is {query.duration_s:.1f} s long; matching needs at least "
+                            f"{SEGMENT_SECONDS:g} s of music.")
+    return query
+
+
+# Matching ---------------------------------------------------------------------------------------
+
+
+def shortlist(similarities: np.ndarray, window_rows: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """The n items whose retrieved windows come closest over all query windows: each query window
+    credits an item with its best retrieved window, or with that query's last retrieved similarity."""
+    valid = window_rows >= 0
+    items = np.where(valid, owner[np.maximum(window_rows, 0)], -1)
+    floor = similarities[:, -1:]
+    candidates = np.unique(items[valid])
+    credit = np.zeros(len(candidates))
+    for q in range(len(items)):
+        best = np.full(len(candidates), floor[q, 0])
+        rows = np.searchsorted(candidates, items[q][valid[q]])
+        np.maximum.at(best, rows, similarities[q][valid[q]])
+        credit += best
+    return candidates[np.argsort(-credit, kind="stable")[:n]]
+
+
+def rank(query: Query, index: Index, *, k: int = 10, model: torch.nn.Module | None = None) -> list[dict]:
+    """The k indexed items the query is most likely from, best first, each with its score and the
+    aligned span (`start_s`, `end_s`) in that item."""
+    model = model or matcher_model()
+    windows = index.windows
+    recordings = np.array([is_recording(item) for item in index.items], bool)
+    candidates = []
+    # The audio tower meets MIDI items, the MIDI tower meets recordings: the pairs the matcher learned.
+    for tower, rows in (("audio", np.flatnonzero(~recordings)), ("midi", np.flatnonzero(recordings))):
+        if not len(rows):
+            continue
+        embeddings, _ = query.windows(tower, model)
+        if len(embeddings):  # a transcription may find no notes
+            sims, found = windows.search(embeddings, NEIGHBOURS, among=rows)
+            candidates += shortlist(sims, found, windows.owner, max(SHORTLIST, k)).tolist()
+    hits = []
+    for row in candidates:
+        fits = [align(chroma, windows.chroma_of(row)) for chroma in query.chromas()]
+        where = fits[-1]  # the notes' alignment is the sharper one when there are notes
+        item = index.items[row]
+        hits.append({**_public(item), "score": round(float(np.mean([f.similarity for f in fits])), 4),
+                     "start_s": round(where.start_s, 2), "end_s": round(where.end_s, 2)})
+    hits.sort(key=lambda h: -h["score"])
+    return hits[:k]
+
+
+def _public(item: dict) -> dict:
+    return {key: item.get(key) for key in ("path", "title", "composer", "collection", "key", "duration_s", "id")}
+
+
+def no_match_threshold(model_dir: Path = MATCHER_DIR) -> float | None:
+    """The score below which a hit is not a match, calibrated on validation; None when uncalibrated."""
+    path = Path(model_dir) / CALIBRATION
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["no_match_below"])
+
+
+def match(path: str | os.PathLike, *, index_dir: str | os.PathLike | None = None, k: int = 10,
+          progress: Callable[[str], None] | None = None) -> dict:
+    """`pianoapp match`: {"results": hits, best first, each with "match" (score ≥ threshold),
+    "no_match": no hit reaches the threshold, "threshold", "query": {"name", "duration_s"}}."""
+    from pianoapp.services.library import open_index
+    from pianoapp.services.search import demo_index_dir
+
+    if k < 1:
+        raise BadInputError(f"-k must be at least 1, got {k}.")
+    folder = Path(index_dir) if index_dir else demo_index_dir()
+    index = open_index(folder)
+    rebuild = f"rebuild it with `pianoapp index build PATH... --out {folder}`"
+    if index.windows is None:
+        raise BadInputError(f"The index at {folder} was built without matching windows; {rebuild}.")
+    if index.windows.space != windows_space():
+        raise BadInputError(f"The index at {folder} was built with another matcher checkpoint; {rebuild}.")
+    if progress:
+        progress("reading the query")
+    query = read_query(path)
+    if progress:
+        progress("matching")
+    hits = rank(query, index, k=k)
+    threshold = no_match_threshold()
+    for hit in hits:
+        hit["match"] = threshold is None or hit["score"] >= threshold
+    return {"results": hits, "no_match": not any(h["match"] for h in hits), "threshold": threshold,
+            "query": {"name": query.name, "duration_s": round(query.duration_s, 2)}}
