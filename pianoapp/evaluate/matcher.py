@@ -88,19 +88,40 @@ def evaluate_matcher(
     "S": {"mean", "std"}, "chance": {"R@1", "R@5", "R@10"}, "per_seed": [one `retrieval` per seed]}.
     Seeds are seed, seed + 1, ...; the same arguments give the same numbers.
     """
-    from pianoapp.data.segments import TRAIN_SOUNDFONTS, Segments, matcher_pieces, render_pieces
-    from pianoapp.models.checkpoint import load_config, load_model
+    from pianoapp.data.segments import Segments, render_pieces
+    from pianoapp.models.checkpoint import load_model
+
+    pieces, soundfont, seconds = _test_material(model_dir, data_dir, split, soundfont, max_items, seeds, n_queries, pool)
+    segments = Segments(render_pieces(pieces, soundfonts=(soundfont,), per_piece=1, seconds=seconds))
+    report = seed_protocol(load_model(model_dir), segments, seeds=seeds, n_queries=n_queries, pool=pool, seed=seed,
+                           batch_size=batch_size)
+    return {"split": split, "soundfont": soundfont, "pieces": len(pieces), **report}
+
+
+def _test_material(model_dir, data_dir, split, soundfont, max_items, seeds, n_queries, pool):
+    from pianoapp.data.segments import TRAIN_SOUNDFONTS, matcher_pieces
+    from pianoapp.models.checkpoint import load_config
 
     if seeds < 1 or n_queries < 1 or pool < 2:
         raise BadInputError("The matcher evaluation needs at least 1 seed, 1 query and a pool of 2.")
     data = load_config(model_dir).get("data", {})
     soundfont = soundfont or data.get("soundfonts", TRAIN_SOUNDFONTS)[0]
     pieces = matcher_pieces(split, data_dir=Path(data_dir) if data_dir else None, max_items=max_items)
-    segments = Segments(render_pieces(pieces, soundfonts=(soundfont,), per_piece=1,
-                                      seconds=data.get("render_seconds", 60.0)))
+    return pieces, soundfont, data.get("render_seconds", 60.0)
+
+
+def seed_protocol(model: nn.Module, segments, *, seeds: int = 5, n_queries: int = 500, pool: int = 256,
+                  seed: int = 0, batch_size: int = 64, snr_db: float | None = None) -> dict:
+    """The seed protocol's numbers for these segments (see `evaluate_matcher`); with `snr_db`, white
+    noise at that SNR is added to each segment's audio (seeded per segment)."""
+    from pianoapp.data.augment import AudioAugment
+
     if len(segments) < 2:
-        raise BadInputError(f"The {split} split has fewer than two segments to match; use more pieces.")
-    audio, midi = embed_segments(load_model(model_dir), segments, batch_size=batch_size)
+        raise BadInputError("There are fewer than two segments to match; use more pieces.")
+    if snr_db is not None:
+        noise = AudioAugment(gain_db=0, eq_prob=0, reverb_prob=0, noise_prob=1, snr_db=(snr_db, snr_db))
+        segments = [segments.example(j, noise, np.random.default_rng([seed, j])) for j in range(len(segments))]
+    audio, midi = embed_segments(model, segments, batch_size=batch_size)
     per_seed = [{"seed": s, **retrieval(audio, midi, seed=s, n_queries=n_queries, pool=pool)}
                 for s in range(seed, seed + seeds)]
 
@@ -109,9 +130,6 @@ def evaluate_matcher(
 
     pool = min(pool, len(segments))
     return {
-        "split": split,
-        "soundfont": soundfont,
-        "pieces": len(pieces),
         "segments": len(segments),
         "queries": min(n_queries, len(segments)),
         "pool": pool,
@@ -121,3 +139,53 @@ def evaluate_matcher(
         "chance": {f"R@{k}": min(1.0, k / pool) for k in KS},
         "per_seed": per_seed,
     }
+
+
+def robustness(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None, split: str = "test",
+               seeds: int = 5, n_queries: int = 500, pool: int = 256, seed: int = 0, max_items: int = 0) -> dict:
+    """The seed protocol under changes the matcher never trained on, one row per condition:
+    both sides transposed ±2 semitones; the recording played at half or 1.5× the velocities its
+    MIDI says; white noise at 30/20/10 dB SNR; the held-out soundfont; and the MIDI side replaced
+    by basic-pitch's transcription of the recording. Returns {condition: {"S", "R@1 a→m", "segments"}}."""
+    import dataclasses
+
+    from pianoapp.data.segments import HELD_OUT_SOUNDFONT, Segments, note_rows, render_pieces
+    from pianoapp.data.sequences import PITCH, VELOCITY
+    from pianoapp.io.midi import piano_notes
+    from pianoapp.io.transcribe import transcribe
+    from pianoapp.models.checkpoint import load_model
+
+    pieces, soundfont, seconds = _test_material(model_dir, data_dir, split, None, max_items, seeds, n_queries, pool)
+    model = load_model(model_dir)
+
+    def renders(of: list[np.ndarray], font: str = soundfont):
+        return render_pieces(of, soundfonts=(font,), per_piece=1, seconds=seconds)
+
+    def changed(column: int, change) -> list[np.ndarray]:
+        out = []
+        for piece in pieces:
+            piece = piece.copy()
+            piece[:, column] = change(piece[:, column])
+            out.append(piece)
+        return out
+
+    written = renders(pieces)
+    conditions = {"as written": (Segments(written), None)}
+    for shift in (2, -2):
+        moved = changed(PITCH, lambda p, s=shift: np.clip(p + s, 21, 108))
+        conditions[f"transposed {shift:+d}"] = (Segments(renders(moved)), None)
+    for factor in (0.5, 1.5):
+        louder = renders(changed(VELOCITY, lambda v, f=factor: np.clip(np.round(v * f), 1, 127)))
+        played = [dataclasses.replace(r, notes=w.notes) for r, w in zip(louder, written, strict=True)]
+        conditions[f"velocity x{factor:g}"] = (Segments(played), None)
+    for snr in (30, 20, 10):
+        conditions[f"noise {snr} dB SNR"] = (Segments(written), snr)
+    conditions[f"soundfont {HELD_OUT_SOUNDFONT}"] = (Segments(renders(pieces, HELD_OUT_SOUNDFONT)), None)
+    heard = [dataclasses.replace(r, notes=note_rows(piano_notes(transcribe(r.audio(0, r.samples())))))
+             for r in written]
+    conditions["transcribed MIDI side"] = (Segments(heard), None)
+    out = {}
+    for name, (segments, snr) in conditions.items():
+        report = seed_protocol(model, segments, seeds=seeds, n_queries=n_queries, pool=pool, seed=seed, snr_db=snr)
+        out[name] = {"S": report["S"], "R@1 a→m": report["audio_to_midi"]["R@1"], "segments": report["segments"]}
+    return out

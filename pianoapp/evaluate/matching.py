@@ -22,7 +22,15 @@ from pianoapp.data.augment import add_noise
 from pianoapp.data.segments import HELD_OUT_SOUNDFONT, matcher_pieces
 from pianoapp.data.sequences import END, PITCH, START, VELOCITY
 from pianoapp.index import Index
-from pianoapp.services.match import Query, align, chroma_of_audio, chroma_of_notes, item_timeline, rank
+from pianoapp.services.match import (
+    Query,
+    align,
+    chroma_of_audio,
+    chroma_of_notes,
+    item_timeline,
+    no_match_threshold,
+    rank,
+)
 
 
 @dataclass(frozen=True)
@@ -83,19 +91,20 @@ def chroma_dtw_rank(query_audio: np.ndarray, piece_chromas: list[np.ndarray]) ->
     return np.array([f.similarity for f in fits]), np.array([f.start_s for f in fits])
 
 
-def evaluate_matching(model, *, split: str = "test", n_queries: int = 100, seconds: float = 10.0,
+def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: int = 100, seconds: float = 10.0,
                       seed: int = 0, held_out_fraction: float = 0.2, snr_db: float | None = 20.0,
                       baseline: bool = True, max_pieces: int = 0) -> dict:
     """Rank, location and timing of whole-piece matching on `split`, against the chroma-DTW baseline.
 
     A seeded `held_out_fraction` of the pieces stays out of the index: excerpts of those are the
-    negatives for the "no match" threshold. Returns JSON-ready numbers plus per-query "scores" and
-    "negative_scores" (best score of each positive / negative query) for calibrating it.
+    negatives for the "no match" threshold. Returns JSON-ready numbers plus, for calibrating it, each
+    query's best score ("positive_scores", "negative_scores") and whether a positive's best hit was
+    its piece ("positive_correct"); with a calibrated threshold, its precision and recall ("no_match").
     """
-    pieces = [seconds_rows(p) for p in matcher_pieces(split, max_items=max_pieces) if len(p)]
+    pieces = [seconds_rows(p) for p in matcher_pieces(split, data_dir=data_dir, max_items=max_pieces) if len(p)]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pieces))
-    n_out = int(round(held_out_fraction * len(pieces)))
+    n_out = round(held_out_fraction * len(pieces))
     indexed, outside = np.sort(order[n_out:]), np.sort(order[:n_out])
     t0 = time.perf_counter()
     index = piece_index(pieces, indexed, model)
@@ -103,7 +112,7 @@ def evaluate_matching(model, *, split: str = "test", n_queries: int = 100, secon
     positives = excerpts(pieces, indexed, n=n_queries, seconds=seconds, seed=seed + 1, snr_db=snr_db)
     negatives = excerpts(pieces, outside, n=max(1, n_queries // 2), seconds=seconds, seed=seed + 2, snr_db=snr_db)
 
-    ranks, errors, best, latency = [], [], [], []
+    ranks, errors, best, correct, latency = [], [], [], [], []
     for ex in positives:
         t = time.perf_counter()
         hits = rank(ex.query, index, k=10, model=model)
@@ -114,6 +123,7 @@ def evaluate_matching(model, *, split: str = "test", n_queries: int = 100, secon
         if r == 0:
             errors.append(abs(hits[0]["start_s"] - ex.start_s))
         best.append(hits[0]["score"])
+        correct.append(r == 0)
     negative_best = [rank(ex.query, index, k=1, model=model)[0]["score"] for ex in negatives]
     ranks = np.array(ranks)
     music_s = sum(float(pieces[r][:, END].max()) for r in indexed)
@@ -125,11 +135,33 @@ def evaluate_matching(model, *, split: str = "test", n_queries: int = 100, secon
         "MRR": float(np.mean(np.where(ranks < 10, 1 / (ranks + 1), 0))),
         "median_start_error_s": float(np.median(errors)) if errors else None,
         "median_query_s": float(np.median(latency)), "index_realtime_x": music_s / index_s,
-        "scores": best, "negative_scores": negative_best,
+        "positive_scores": best, "positive_correct": correct, "negative_scores": negative_best,
     }
+    threshold = no_match_threshold()
+    if threshold is not None:
+        report["no_match"] = {"threshold": threshold, **decision_quality(best, correct, negative_best, threshold)}
     if baseline:
         report["baseline"] = _baseline(pieces, indexed, positives)
     return report
+
+
+def decision_quality(positive: list[float], correct: list[bool], negative: list[float], threshold: float) -> dict:
+    """Precision and recall of saying "match" at `threshold`: a positive query counts as found when
+    its top hit is its piece and scores at least the threshold; any other hit at or above it, a
+    wrong answer (a negative query's hit, or a wrong top hit)."""
+    positive, correct, negative = np.array(positive), np.array(correct, bool), np.array(negative)
+    right = np.sum((positive >= threshold) & correct)
+    said = np.sum(positive >= threshold) + np.sum(negative >= threshold)
+    return {"precision": float(right / said) if said else 1.0, "recall": float(right / len(positive)),
+            "f1": float(2 * right / (said + len(positive))) if said + len(positive) else 0.0}
+
+
+def calibrate(positive: list[float], correct: list[bool], negative: list[float]) -> float:
+    """The threshold with the best F1 of `decision_quality`, midway between neighbouring scores."""
+    scores = np.unique(np.concatenate([positive, negative]))
+    cuts = np.concatenate([[scores[0] - 1e-3], (scores[:-1] + scores[1:]) / 2, [scores[-1] + 1e-3]])
+    f1 = [decision_quality(positive, correct, negative, t)["f1"] for t in cuts]
+    return float(cuts[int(np.argmax(f1))])
 
 
 def _baseline(pieces: list[np.ndarray], indexed: np.ndarray, positives: list[Excerpt]) -> dict:

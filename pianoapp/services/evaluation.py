@@ -33,7 +33,17 @@ def evaluate(
                                                             n_prompts=prompts, seed=seed)
         return report
     if target == "matcher":
-        from pianoapp.evaluate.matcher import evaluate_matcher
+        from pianoapp.evaluate.matcher import evaluate_matcher, robustness
+        from pianoapp.evaluate.matching import evaluate_matching
+        from pianoapp.models.checkpoint import load_model
 
-        return evaluate_matcher(model_dir, data_dir=data_dir, split=split, seed=seed)
+        return {
+            "protocol": evaluate_matcher(model_dir, data_dir=data_dir, split=split, seed=seed),
+            "robustness": robustness(model_dir, data_dir=data_dir, split=split, seed=seed),
+            "matching": evaluate_matching(load_model(model_dir), data_dir=data_dir, split=split, seed=seed),
+        }
+    if target == "arranger":
+        from pianoapp.services.arrange import evaluate_arranger
+
+        return evaluate_arranger(model_dir, data_dir=data_dir, split=split, seed=seed)
     raise NotAvailableError(f"Evaluating the {target} is not available yet.")

@@ -129,6 +129,23 @@ def open_index(folder: str | os.PathLike) -> Index:
         return cached
 
 
+def demo_index_dir() -> Path:
+    if not is_index(DEMO_INDEX_DIR):
+        raise BadInputError(
+            f"The built-in demo index is missing from {DEMO_INDEX_DIR}; rebuild it with "
+            f"`pianoapp index build --demo --out {DEMO_INDEX_DIR}`."
+        )
+    return DEMO_INDEX_DIR
+
+
+def open_indexes(index_dir: str | os.PathLike | None, with_user_index: bool) -> list[Index]:
+    """The index named (default: the demo index) and, if asked and there is one, the user's library."""
+    folders = [Path(index_dir) if index_dir is not None else demo_index_dir()]
+    if with_user_index and is_index(user_index_dir()):
+        folders.append(user_index_dir())
+    return [open_index(folder) for folder in folders]
+
+
 def locate(path: str) -> Path:
     """The file an item's path names on this machine."""
     if path.startswith(MUSIC21_PREFIX):

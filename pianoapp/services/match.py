@@ -23,6 +23,8 @@ import functools
 import hashlib
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +149,11 @@ class Alignment:
     similarity: float  # mean cosine similarity of the aligned chroma frames
     start_s: float  # the aligned span in the piece
     end_s: float
+    path: np.ndarray = field(repr=False)  # (steps, 2) aligned (query frame, piece frame), in time order
+
+    def to_query_time(self, piece_s: np.ndarray) -> np.ndarray:
+        """Times in the piece, warped onto the query's clock along the path."""
+        return np.interp(piece_s / CHROMA_HOP_S, self.path[:, 1], self.path[:, 0]) * CHROMA_HOP_S
 
 
 def align(query: np.ndarray, piece: np.ndarray) -> Alignment:
@@ -157,7 +164,8 @@ def align(query: np.ndarray, piece: np.ndarray) -> Alignment:
     acc, path = librosa.sequence.dtw(C=1.0 - query.T @ piece, subseq=True, backtrack=True)
     end = int(np.argmin(acc[-1]))
     start = int(path[-1, 1])  # the path runs backwards: its last step is the span's first frame
-    return Alignment(1.0 - float(acc[-1, end]) / query.shape[1], start * CHROMA_HOP_S, (end + 1) * CHROMA_HOP_S)
+    return Alignment(1.0 - float(acc[-1, end]) / query.shape[1], start * CHROMA_HOP_S, (end + 1) * CHROMA_HOP_S,
+                     path[::-1])
 
 
 def is_recording(item: dict) -> bool:
@@ -173,16 +181,17 @@ class Query:
 
     name: str
     duration_s: float
+    kind: str = "recording"  # or "score" (MIDI, MusicXML…)
     audio: np.ndarray | None = None
     notes: np.ndarray | None = None  # `note_rows`: [start_s, end_s, pitch, velocity]
     _cache: dict = field(default_factory=dict, repr=False)  # windows and chroma, computed once
 
     def sound(self) -> np.ndarray:
         if self.audio is None:
+            import pretty_midi
+
             from pianoapp.io.midi import notes_to_midi
             from pianoapp.io.render import render
-
-            import pretty_midi
 
             played = [pretty_midi.Note(int(v), int(p), s, e) for s, e, p, v in self.notes.tolist()]
             self.audio = render(notes_to_midi(played))
@@ -210,12 +219,33 @@ class Query:
         return self._cache["chroma"]
 
 
+_recent: OrderedDict[str, Query] = OrderedDict()  # the app shows a match right after making it
+_recent_lock = threading.Lock()
+RECENT_QUERIES = 4
+
+
 def read_query(path: str | os.PathLike) -> Query:
     """A recording or MIDI/score file as a query; bad, silent, empty or too-short files are refused
-    with one sentence."""
-    from pianoapp.io.files import check_file, file_kind
+    with one sentence. The last few are kept, with what was derived from them."""
+    from pianoapp.io.files import check_file
 
     path = check_file(path)
+    key = hashlib.sha256(path.read_bytes()).hexdigest() + path.suffix.lower()
+    with _recent_lock:
+        if key in _recent:
+            _recent.move_to_end(key)
+            return _recent[key]
+    query = _read_query(path)
+    with _recent_lock:
+        _recent[key] = query
+        while len(_recent) > RECENT_QUERIES:
+            _recent.popitem(last=False)
+    return query
+
+
+def _read_query(path: Path) -> Query:
+    from pianoapp.io.files import file_kind
+
     if file_kind(path) == "audio":
         from pianoapp.io.audio import load_audio
 
@@ -225,7 +255,7 @@ def read_query(path: str | os.PathLike) -> Query:
         from pianoapp.io.midi import piano_notes, read_midi
 
         notes = note_rows(piano_notes(read_midi(path)))
-        query = Query(path.name, float(notes[:, END].max()), notes=notes)
+        query = Query(path.name, float(notes[:, END].max()), "score", notes=notes)
     if query.duration_s < SEGMENT_SECONDS:
         raise BadInputError(f"{path.name} is {query.duration_s:.1f} s long; matching needs at least "
                             f"{SEGMENT_SECONDS:g} s of music.")
@@ -290,29 +320,92 @@ def no_match_threshold(model_dir: Path = MATCHER_DIR) -> float | None:
 
 
 def match(path: str | os.PathLike, *, index_dir: str | os.PathLike | None = None, k: int = 10,
-          progress: Callable[[str], None] | None = None) -> dict:
+          with_user_index: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """`pianoapp match`: {"results": hits, best first, each with "match" (score ≥ threshold),
-    "no_match": no hit reaches the threshold, "threshold", "query": {"name", "duration_s"}}."""
-    from pianoapp.services.library import open_index
-    from pianoapp.services.search import demo_index_dir
+    "no_match": no hit reaches the threshold, "threshold", "query": {"name", "duration_s"}}.
+
+    Searches the index named (default: the demo index) and, with `with_user_index`, the user's
+    library too when it was built with matching windows."""
+    from pianoapp.services.library import open_indexes
 
     if k < 1:
         raise BadInputError(f"-k must be at least 1, got {k}.")
-    folder = Path(index_dir) if index_dir else demo_index_dir()
-    index = open_index(folder)
-    rebuild = f"rebuild it with `pianoapp index build PATH... --out {folder}`"
-    if index.windows is None:
-        raise BadInputError(f"The index at {folder} was built without matching windows; {rebuild}.")
-    if index.windows.space != windows_space():
-        raise BadInputError(f"The index at {folder} was built with another matcher checkpoint; {rebuild}.")
+    indexes = open_indexes(index_dir, with_user_index)
+    first = indexes[0]
+    rebuild = f"rebuild it with `pianoapp index build PATH... --out {first.folder}`"
+    if first.windows is None:
+        raise BadInputError(f"The index at {first.folder} was built without matching windows; {rebuild}.")
+    usable = [index for index in indexes if index.windows is not None and index.windows.space == windows_space()]
+    if first not in usable:
+        raise BadInputError(f"The index at {first.folder} was built with another matcher checkpoint; {rebuild}.")
     if progress:
         progress("reading the query")
     query = read_query(path)
     if progress:
         progress("matching")
-    hits = rank(query, index, k=k)
+    hits = sorted((hit for index in usable for hit in rank(query, index, k=k)), key=lambda h: -h["score"])[:k]
     threshold = no_match_threshold()
     for hit in hits:
         hit["match"] = threshold is None or hit["score"] >= threshold
     return {"results": hits, "no_match": not any(h["match"] for h in hits), "threshold": threshold,
             "query": {"name": query.name, "duration_s": round(query.duration_s, 2)}}
+
+
+# Showing a match -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpanPreview:
+    audio_path: Path  # the matched span of the piece: rendered from its notes, or cut from its recording
+    figure: object  # one piano roll: the query's notes (a recording's transcription) and the span's,
+    # warped onto the query's clock along the alignment, in two colours
+
+
+def span_preview(hit: dict, query_path: str | os.PathLike, *, index_dir: str | os.PathLike | None = None,
+                 with_user_index: bool = False) -> SpanPreview:
+    """What the Match tab shows for one hit of `match` (same indexes): the piece's matched span to
+    play, and its notes aligned with the query's, in one piano roll."""
+    import pretty_midi
+
+    from pianoapp.io.audio import load_audio, write_audio
+    from pianoapp.io.files import file_kind
+    from pianoapp.io.midi import notes_to_midi, piano_notes, read_midi
+    from pianoapp.io.render import render
+    from pianoapp.io.transcribe import transcribe
+    from pianoapp.pianoroll import piano_roll
+    from pianoapp.services.library import locate, open_indexes
+    from pianoapp.services.preview import clock, scratch_dir
+
+    query = read_query(query_path)
+    found = [(index, row) for index in open_indexes(index_dir, with_user_index) if index.windows is not None
+             for row, item in enumerate(index.items) if item["id"] == hit["id"]]
+    if not found:
+        raise BadInputError(f"{hit['title']} is no longer in the index; match again.")
+    index, row = found[0]
+    fit = align(query.chromas()[-1], index.windows.chroma_of(row))
+    file = locate(hit["path"])
+    start, end = fit.start_s, fit.end_s
+    if file_kind(file) == "audio":
+        audio = load_audio(file, max_seconds=float("inf"))[round(start * constants.SAMPLE_RATE):
+                                                            round(end * constants.SAMPLE_RATE)]
+        span = piano_notes(transcribe(audio))
+        for n in span:
+            n.start, n.end = n.start + start, n.end + start
+    else:
+        span = [n for n in piano_notes(read_midi(file, max_seconds=float("inf"))) if start <= n.start < end]
+        played = [pretty_midi.Note(n.velocity, n.pitch, n.start - start, min(n.end, end) - start) for n in span]
+        audio = render(notes_to_midi(played)) if played else np.zeros(constants.SAMPLE_RATE, np.float32)
+    out = scratch_dir("matches") / f"{hit['id']}-{start:.1f}-{end:.1f}.wav"
+    write_audio(out, audio, constants.SAMPLE_RATE)
+    starts = fit.to_query_time(np.array([n.start for n in span]))
+    ends = fit.to_query_time(np.array([n.end for n in span]))
+    matched = [pretty_midi.Note(n.velocity, n.pitch, float(a), float(max(b, a + 0.05)))
+               for n, a, b in zip(span, starts, ends, strict=True)]
+    both = pretty_midi.PrettyMIDI()
+    for name, notes in ((f"your {query.kind}",
+                         [pretty_midi.Note(int(v), int(p), a, b) for a, b, p, v in query.score().tolist()]),
+                        (f"{hit['title']}, {clock(start)}–{clock(end)}", matched)):
+        track = pretty_midi.Instrument(0, name=name)
+        track.notes = notes
+        both.instruments.append(track)
+    return SpanPreview(out, piano_roll(both, by_track=True))

@@ -13,10 +13,9 @@ held-out captions, about the same (recall@10 0.49 → 0.51). 0.3 is where all th
 
 import os
 import re
-from pathlib import Path
 
 from pianoapp.errors import BadInputError
-from pianoapp.index import Filters, is_index  # Filters: the UI and CLI build them through this module
+from pianoapp.index import Filters  # Filters: the UI and CLI build them through this module
 from pianoapp.services import library
 
 ENGINE_NOTE = (
@@ -45,7 +44,7 @@ def search(text: str, *, index_dir: str | os.PathLike | None = None, k: int = 10
     `with_user_index` also searches the app's index of the user's own files, if there is one."""
     if k < 1:
         raise BadInputError(f"-k must be at least 1, not {k}.")
-    indexes = _indexes(index_dir, with_user_index)  # before the model loads, so that errors come fast
+    indexes = library.open_indexes(index_dir, with_user_index)  # before the model loads, so that errors come fast
     query = library.embed_texts([text])[0]
     hits = [(item, cosine + WORD_BONUS * word_overlap(text, item))
             for index in indexes for item, cosine in index.search(query, max(k, SHORTLIST), filters)]
@@ -55,7 +54,7 @@ def search(text: str, *, index_dir: str | os.PathLike | None = None, k: int = 10
 
 def warm_up() -> None:
     """Load the demo index and the text encoder, so the first query answers at full speed."""
-    _indexes(None, False)
+    library.open_indexes(None, False)
     library.embed_texts(["warm up"])
 
 
@@ -71,29 +70,15 @@ def _words(text: str) -> set[str]:
 
 def browse(*, filters: Filters | None = None, with_user_index: bool = False) -> list[dict]:
     """Every item of the demo index (and the user's), in title order: the table before any query."""
-    items = [it for index in _indexes(None, with_user_index) for it in index.items
+    items = [it for index in library.open_indexes(None, with_user_index) for it in index.items
              if filters is None or filters.keep(it)]
     return [{f: it.get(f) for f in HIT_FIELDS} for it in sorted(items, key=lambda it: it["title"].lower())]
 
 
 def facets(*, with_user_index: bool = False) -> dict[str, list[str]]:
     """The collections and composers there are to filter by, sorted."""
-    items = [it for index in _indexes(None, with_user_index) for it in index.items]
+    items = [it for index in library.open_indexes(None, with_user_index) for it in index.items]
     return {name: sorted({it[name] for it in items if it.get(name)}, key=str.lower)
             for name in ("collection", "composer")}
 
 
-def demo_index_dir() -> Path:
-    if not is_index(library.DEMO_INDEX_DIR):
-        raise BadInputError(
-            f"The built-in demo index is missing from {library.DEMO_INDEX_DIR}; rebuild it with "
-            f"`pianoapp index build --demo --out {library.DEMO_INDEX_DIR}`."
-        )
-    return library.DEMO_INDEX_DIR
-
-
-def _indexes(index_dir: str | os.PathLike | None, with_user_index: bool) -> list:
-    folders = [Path(index_dir) if index_dir is not None else demo_index_dir()]
-    if with_user_index and is_index(library.user_index_dir()):
-        folders.append(library.user_index_dir())
-    return [library.open_index(folder) for folder in folders]
