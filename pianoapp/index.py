@@ -32,6 +32,7 @@ import faiss
 import numpy as np
 
 from pianoapp.errors import BadInputError, CorruptFileError, brief
+from pianoapp.io.files import write_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -316,15 +317,15 @@ class Index:
         if self.windows is not None:
             w = self.windows
             windows = {"file": f"windows-{gen}.npz", "space": w.space, "dim": w.dim, "count": len(w)}
-            _write_atomic(self.folder / windows["file"],
-                          lambda f: np.savez(f, **{name: getattr(w, name) for name in WINDOW_ARRAYS}))
-        _write_atomic(self.folder / names["embeddings"], lambda f: np.save(f, self.embeddings))
+            write_atomic(self.folder / windows["file"],
+                         lambda tmp: _save_npz(tmp, {name: getattr(w, name) for name in WINDOW_ARRAYS}))
+        write_atomic(self.folder / names["embeddings"], lambda tmp: _save_npy(tmp, self.embeddings))
         lines = "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in self.items)
-        _write_atomic(self.folder / names["items"], lambda f: f.write(lines.encode("utf-8")))
+        write_atomic(self.folder / names["items"], lambda tmp: tmp.write_text(lines, encoding="utf-8"))
         if self.approximate and len(self):
             names["ann"] = f"ann-{gen}.faiss"
             graph = self._searcher()
-            _write_atomic(self.folder / names["ann"], lambda f: f.write(faiss.serialize_index(graph).tobytes()))
+            write_atomic(self.folder / names["ann"], lambda tmp: tmp.write_bytes(faiss.serialize_index(graph).tobytes()))
         manifest = {
             "format": "pianoapp-index",
             "version": FORMAT_VERSION,
@@ -336,7 +337,7 @@ class Index:
             "windows": windows,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        _write_atomic(self.folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        write_atomic(self.folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
         self.generation = gen
         current = {name for name in names.values() if name} | ({windows["file"]} if windows else set())
         for pattern in ("items-*.jsonl", "embeddings-*.npy", "ann-*.faiss", "windows-*.npz", "*.tmp"):
@@ -405,10 +406,11 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save given a name would append ".npy" to it
+        np.save(f, array)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)

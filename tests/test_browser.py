@@ -154,17 +154,38 @@ def test_bad_upload_shows_one_sentence(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "arrange-bad-upload.png"), full_page=True)
 
 
-def test_recording_upload_shows_spectrogram(page, data_dir, tmp_path):
+def test_recording_is_matched_to_its_piece_and_span(page, tmp_path):
+    """A demo piece played in a soundfont the matcher never heard, with noise, cut from 5 s in."""
+    import numpy as np
+
+    from pianoapp import constants
+    from pianoapp.data.augment import add_noise
+    from pianoapp.index import Index
     from pianoapp.io.audio import write_audio
     from pianoapp.io.midi import read_midi
     from pianoapp.io.render import render
+    from pianoapp.services import library
 
-    wav = write_audio(tmp_path / "ashover1.wav", render(read_midi(data_dir / "nottingham" / "ashover1.mid")))
+    piece = next(it for it in Index.open(library.demo_index_dir()).items if it["title"] == "BWV 1.6")
+    audio = render(read_midi(library.locate(piece["path"]), max_seconds=float("inf")), soundfont="TimGM6mb")
+    clip = audio[5 * constants.SAMPLE_RATE: 17 * constants.SAMPLE_RATE]
+    wav = write_audio(tmp_path / "my recording.wav", add_noise(clip, np.random.default_rng(0), snr_db=20))
     panel = _open_tab(page, "Match")
     panel.locator("input[type=file]").first.set_input_files(str(wav))
     _expect_preview(panel)
-    assert panel.locator(".js-plotly-plot .heatmaplayer").count() == 1
-    page.screenshot(path=str(ARTIFACTS / "match-upload.png"), full_page=True)
+    assert panel.locator(".js-plotly-plot .heatmaplayer").count() == 1  # a recording shows its spectrogram
+    panel.get_by_role("button", name="Find the piece").click()
+    panel.locator(".preview-status", has_text="BWV 1.6").first.wait_for(timeout=120_000)
+    first_row = [c.inner_text() for c in panel.get_by_role("row").nth(1).get_by_role("gridcell").all()]
+    assert first_row[0] == "BWV 1.6" and first_row[-1] == "yes", first_row
+    assert first_row[3].startswith("0:05") or first_row[3].startswith("0:04"), first_row  # the span
+    panel.get_by_role("gridcell", name="BWV 1.6").first.click()
+    panel.locator(".preview-status", has_text="laid over yours").first.wait_for(timeout=60_000)
+    legend = panel.locator(".js-plotly-plot .legendtext").all_text_contents()
+    assert "your recording" in legend, legend
+    assert panel.locator("audio[src]").count() >= 2  # the recording and the matched passage
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(ARTIFACTS / "match-result.png"), full_page=True)
 
 
 def test_continue_grows_a_roll_then_plays(page, assets_dir):

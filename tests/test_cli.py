@@ -78,7 +78,6 @@ def test_silent_recording_exits_2(tmp_path, capsys):
     "argv",
     [
         ["arrange", "assets/folk_lead_sheet.mid", "--out", "x.mid"],
-        ["explore", "umap", "--out", "x.html"],
     ],
 )
 def test_capabilities_without_models_say_not_available(argv, capsys, tmp_path, monkeypatch):

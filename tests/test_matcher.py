@@ -284,4 +284,9 @@ def test_cli_eval_matcher_prints_one_json_document(trained, data_dir, tmp_path, 
     capsys.readouterr()
     assert cli.main(["eval", "matcher", "--model", str(out), "--data", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["pieces"] == 3 and len(report["seeds"]) == 5 and "S" in report
+    protocol = report["protocol"]
+    assert protocol["pieces"] == 3 and len(protocol["seeds"]) == 5 and "S" in protocol
+    assert len(report["robustness"]) == 10 and report["robustness"]["as written"]["S"] == protocol["S"]
+    matching = report["matching"]
+    assert matching["pieces_indexed"] + matching["pieces_held_out"] == 3
+    assert 0 <= matching["R@1"] <= 1 and "baseline" in matching

@@ -1,6 +1,8 @@
 """Checks every input file goes through before it is decoded: existence, size, kind."""
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pianoapp import constants
@@ -56,3 +58,18 @@ def file_kind(path: str | os.PathLike) -> str:
         f"{Path(path).name}: unsupported file type '{suffix or '(none)'}'; use MIDI (.mid), "
         "MusicXML (.xml/.mxl/.musicxml) or audio (.wav/.flac/.ogg/.mp3)."
     )
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write a file through a temporary sibling (`write` fills the path it is given), flushed to
+    disk and renamed into place: a reader or a crash sees the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

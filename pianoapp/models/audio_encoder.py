@@ -87,11 +87,27 @@ class AudioEncoder(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Waveforms (B, samples) at SAMPLE_RATE → (pooled (B, d_model), per-layer pooled states)."""
+        return self.encode(*self.front_end(audio))
+
+    def front_end(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Waveforms (B, samples) → (log-mel (B, n_mels, frames), A4 (B, 16, frames) or None).
+
+        Apart from `encode` so that Explore can compute them once and encode variants of A4."""
         with torch.autocast(audio.device.type, enabled=False):  # log and STFT want float32
             magnitude = stft_magnitude(audio)  # (B, bins, frames)
             logmel = torch.log(self.mel_basis @ magnitude.pow(2) + 1e-6)  # (B, n_mels, frames)
             logmel = logmel - logmel.mean(dim=(1, 2), keepdim=True)  # level-invariant: gain is not content
             a4 = a4_from_magnitude(magnitude) if self.use_a4 else None  # (B, 16, frames)
+        return logmel, a4
+
+    def encode(self, logmel: torch.Tensor, a4: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The rest of `forward`: CNN, A4 injection, transformer, pooling."""
+        h, hidden = self.frames(logmel, a4)
+        return self.norm(h.mean(dim=1)), hidden
+
+    def frames(self, logmel: torch.Tensor, a4: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`encode` before pooling: the last layer's states per frame (B, frames', d_model) and the
+        per-layer pooled states (the arranger's Q-Former reads the frames)."""
         h = self.cnn(logmel).transpose(1, 2)  # (B, frames', d)
         if h.shape[1] > self.config.max_frames:
             raise ValueError(f"{h.shape[1]} frames exceed the encoder's {self.config.max_frames}; embed shorter windows")
@@ -100,8 +116,7 @@ class AudioEncoder(nn.Module):
                 a4 = F.adaptive_avg_pool1d(a4, h.shape[1])
             h = self.inject_a4(torch.cat([h, a4.transpose(1, 2).to(h.dtype)], dim=-1))
         h = self.drop(h + self.pos_emb[: h.shape[1]])
-        h, hidden = self.transformer(h)
-        return self.norm(h.mean(dim=1)), hidden
+        return self.transformer(h)
 
 
 def _groups(channels: int) -> int:

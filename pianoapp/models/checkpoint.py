@@ -17,6 +17,7 @@ from torch import nn
 
 import pianoapp
 from pianoapp.errors import CorruptFileError, NotAvailableError, brief
+from pianoapp.io.files import write_atomic
 from pianoapp.models import registry
 
 WEIGHTS = "model.safetensors"
@@ -37,18 +38,9 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, *, config, extra: d
         "pianoapp_version": pianoapp.__version__,
         **extra,
     }
-    _atomic_write(out_dir / WEIGHTS, lambda path: save_file(tensors, path))
-    _atomic_write(out_dir / CONFIG, lambda path: Path(path).write_text(json.dumps(doc, indent=1) + "\n"))
+    write_atomic(out_dir / WEIGHTS, lambda path: save_file(tensors, path))
+    write_atomic(out_dir / CONFIG, lambda path: Path(path).write_text(json.dumps(doc, indent=1) + "\n"))
     return out_dir
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_config(model_dir: str | os.PathLike) -> dict:
