@@ -6,7 +6,7 @@
                          and re-ranking read them without embedding anything again
     ann-<g>.faiss        the approximate (HNSW) graph, only for indexes searched approximately
     windows-<g>.npz      optional: each item's content over time (`Windows`): overlapping windows
-                         embedded by the audio↔MIDI matcher, and chroma frames, for matching
+                         embedded by the audio↔MIDI matcher (int8 on disk), and chroma frames, for matching
 
 A save writes generation g+1 beside g and then replaces manifest.json, the one commit point: a crash
 at any moment leaves a manifest naming a complete generation, the old one or the new one.
@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,7 +41,7 @@ EXACT_MAX_ITEMS = 100_000
 HNSW_NEIGHBOURS = 32  # graph degree: recall@10 ≥ 0.95 at efSearch 64 on 384-d text embeddings
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
-WINDOW_ARRAYS = ("embeddings", "owner", "start_s", "chroma", "chroma_owner")  # the fields `Windows` saves
+WINDOW_ARRAYS = ("embeddings", "owner", "start_s", "chroma", "chroma_owner", "cohort")  # the fields `Windows` saves
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,13 @@ class ItemTimeline:
     embeddings: np.ndarray  # (n, dim)
     start_s: np.ndarray  # (n,) where each window starts
     chroma: np.ndarray  # (frames, 12), each frame unit-norm or zero
+    cohort: tuple[float, float]  # mean and std of its best window's similarity to unrelated queries
 
 
 @dataclass
 class Windows:
-    """Every item's content over time, for matching: embedded windows to shortlist the pieces a
-    recording may come from, chroma frames to align it with each. Rows are grouped by item, in
+    """Every item's content over time, for matching: embedded windows (and each item's cohort
+    statistics) to shortlist the pieces a recording may come from, chroma frames to align it with each. Rows are grouped by item, in
     item order, so one item's rows are contiguous and in time order."""
 
     space: str  # the matcher checkpoint the embeddings come from
@@ -64,12 +66,13 @@ class Windows:
     start_s: np.ndarray  # (W,) float32: where each window starts in its item
     chroma: np.ndarray  # (F, 12) uint8: chroma frames scaled to 0–255
     chroma_owner: np.ndarray  # (F,) int32
-    _faiss: object = field(default=None, repr=False, compare=False)  # built on first search
+    cohort: np.ndarray  # (items, 2) float32: `ItemTimeline.cohort` per item
+    _dense: np.ndarray | None = field(default=None, repr=False, compare=False)  # float32 copy for scoring
 
     @classmethod
     def empty(cls, space: str, dim: int) -> "Windows":
         return cls(space, np.zeros((0, dim), np.float16), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                   np.zeros((0, 12), np.uint8), np.zeros(0, np.int32))
+                   np.zeros((0, 12), np.uint8), np.zeros(0, np.int32), np.zeros((0, 2), np.float32))
 
     @property
     def dim(self) -> int:
@@ -86,33 +89,22 @@ class Windows:
         """One item's chroma, (12, frames) float32."""
         return self.chroma[_rows(self.chroma_owner, item_row)].T.astype(np.float32) / 255
 
-    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """For each query row, the k most similar windows (cosine): (similarities, window rows), both
-        (Q, k), best first; rows are -1 where fewer windows exist. `among`: item rows to search in."""
-        queries = np.ascontiguousarray(queries, np.float32)
-        queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        nothing = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        params = None
-        if among is not None:
-            keep = np.flatnonzero(np.isin(self.owner, among)).astype(np.int64)
-            if not len(keep):
-                return nothing
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(keep))
-        k = min(k, len(self))
-        return self._searcher().search(queries, k, params=params) if k else nothing
-
-    def _searcher(self):
-        # stored as fp16 inside FAISS too: half the memory of a float32 copy, the same ranking
-        if self._faiss is None:
-            searcher = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-            searcher.add(self.embeddings.astype(np.float32))
-            self._faiss = searcher
-        return self._faiss
+    def best_similarities(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(Q, len(items)): each query row's cosine similarity to the closest window of each item.
+        Exact, one matrix product over the windows of the items asked for."""
+        if self._dense is None:
+            self._dense = self.embeddings.astype(np.float32)
+        queries = np.asarray(queries, np.float32)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        spans = [self.rows_of(int(i)) for i in items]
+        rows = np.concatenate([np.arange(s.start, s.stop) for s in spans])
+        firsts = np.cumsum([0] + [s.stop - s.start for s in spans[:-1]])
+        return np.maximum.reduceat(queries @ self._dense[rows].T, firsts, axis=1)
 
     def extend(self, first_row: int, timelines: list[ItemTimeline]) -> "Windows":
         """These windows plus those of new items at rows first_row, first_row + 1, …"""
         embeddings, owner, start_s = [self.embeddings], [self.owner], [self.start_s]
-        chroma, chroma_owner = [self.chroma], [self.chroma_owner]
+        chroma, chroma_owner, cohort = [self.chroma], [self.chroma_owner], [self.cohort]
         for i, item in enumerate(timelines):
             emb = np.asarray(item.embeddings, np.float32).reshape(-1, self.dim)
             embeddings.append((emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float16))
@@ -120,7 +112,8 @@ class Windows:
             start_s.append(np.asarray(item.start_s, np.float32))
             chroma.append(np.round(np.clip(item.chroma, 0, 1) * 255).astype(np.uint8).reshape(-1, 12))
             chroma_owner.append(np.full(len(chroma[-1]), first_row + i, np.int32))
-        return Windows(self.space, *map(np.concatenate, (embeddings, owner, start_s, chroma, chroma_owner)))
+            cohort.append(np.array([item.cohort], np.float32))
+        return Windows(self.space, *map(np.concatenate, (embeddings, owner, start_s, chroma, chroma_owner, cohort)))
 
     def without(self, gone_rows: np.ndarray) -> "Windows":
         """These windows less those of the items at gone_rows, owners renumbered to the kept items."""
@@ -132,7 +125,8 @@ class Windows:
             return keep, (owner[keep] - shift).astype(np.int32)
 
         (keep, owner), (keep_f, chroma_owner) = kept(self.owner), kept(self.chroma_owner)
-        return Windows(self.space, self.embeddings[keep], owner, self.start_s[keep], self.chroma[keep_f], chroma_owner)
+        return Windows(self.space, self.embeddings[keep], owner, self.start_s[keep], self.chroma[keep_f], chroma_owner,
+                       np.delete(self.cohort, gone_rows, axis=0))
 
 
 def _rows(owner: np.ndarray, item_row: int) -> slice:
@@ -318,7 +312,8 @@ class Index:
             w = self.windows
             windows = {"file": f"windows-{gen}.npz", "space": w.space, "dim": w.dim, "count": len(w)}
             write_atomic(self.folder / windows["file"],
-                         lambda tmp: _save_npz(tmp, {name: getattr(w, name) for name in WINDOW_ARRAYS}))
+                         lambda tmp: _save_npz(tmp, {**{name: getattr(w, name) for name in WINDOW_ARRAYS},
+                                                     "embeddings": _to_int8(w.embeddings)}))
         write_atomic(self.folder / names["embeddings"], lambda tmp: _save_npy(tmp, self.embeddings))
         lines = "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in self.items)
         write_atomic(self.folder / names["items"], lambda tmp: tmp.write_text(lines, encoding="utf-8"))
@@ -376,13 +371,15 @@ def _read_windows(folder: Path, manifest: dict, n_items: int) -> Windows:
     meta = manifest["windows"]
     try:
         with np.load(folder / meta["file"], allow_pickle=False) as f:
-            windows = Windows(meta["space"], *(f[name] for name in WINDOW_ARRAYS))
-    except (OSError, ValueError, KeyError) as err:
+            arrays = {name: f[name] for name in WINDOW_ARRAYS}
+        arrays["embeddings"] = _from_int8(arrays["embeddings"])
+        windows = Windows(meta["space"], *arrays.values())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise CorruptFileError(f"The index at {folder} is damaged ({brief(err)}); rebuild it.") from err
     owners_fit = all(not len(o) or (o.max() < n_items and np.all(np.diff(o) >= 0))
                      for o in (windows.owner, windows.chroma_owner))
     if (windows.embeddings.shape != (meta["count"], meta["dim"]) or len(windows.start_s) != meta["count"]
-            or len(windows.chroma) != len(windows.chroma_owner) or not owners_fit):
+            or len(windows.chroma) != len(windows.chroma_owner) or len(windows.cohort) != n_items or not owners_fit):
         raise CorruptFileError(f"The index at {folder} is damaged (its windows do not fit its items); rebuild it.")
     return windows
 
@@ -413,4 +410,16 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez_compressed(f, **arrays)  # chroma is mostly zeros
+
+
+def _to_int8(rows: np.ndarray) -> np.ndarray:
+    """Unit rows as int8, each scaled so its largest component is ±127: a quarter of float32 on disk,
+    cosine similarities within about 0.01."""
+    rows = rows.astype(np.float32)
+    return np.round(rows / np.maximum(np.abs(rows).max(axis=1, keepdims=True), 1e-12) * 127).astype(np.int8)
+
+
+def _from_int8(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float32)
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float16)

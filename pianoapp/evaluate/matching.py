@@ -145,6 +145,20 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
     return report
 
 
+def cohort_embeddings(model, *, n: int = 1024, seed: int = 0, max_pieces: int = 800) -> dict[str, np.ndarray]:
+    """Unit audio and MIDI window embeddings of n seeded training segments (both training soundfonts,
+    written tempo): the unrelated music an item's best similarity is normalised against."""
+    from pianoapp.data.segments import TRAIN_SOUNDFONTS, Segments, render_pieces
+    from pianoapp.evaluate.matcher import embed_segments
+
+    pieces = matcher_pieces("train", max_items=max_pieces)
+    segments = Segments(render_pieces(pieces, soundfonts=TRAIN_SOUNDFONTS, per_piece=1, seconds=20.0))
+    rows = np.random.default_rng(seed).choice(len(segments), size=min(n, len(segments)), replace=False)
+    audio, midi = embed_segments(model, [segments[int(j)] for j in rows])
+    return {tower: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+            for tower, x in (("audio", audio), ("midi", midi))}
+
+
 def decision_quality(positive: list[float], correct: list[bool], negative: list[float], threshold: float) -> dict:
     """Precision and recall of saying "match" at `threshold`: a positive query counts as found when
     its top hit is its piece and scores at least the threshold; any other hit at or above it, a

@@ -1,8 +1,9 @@
 """Audio↔MIDI matching: which indexed piece a recording (or a MIDI file) comes from, and where in it.
 
 Two stages (DESIGN.md). The query is cut into 4 s windows every second and embedded by the matcher;
-one FAISS search over every indexed window (`index.Windows`) shortlists the pieces whose windows come
-closest, in milliseconds over thousands of pieces. Each shortlisted piece is then aligned with the
+one matrix product against every indexed window (`index.Windows`) gives each piece's best fit to
+each query window, normalised by the piece's cohort statistics (`cohort_statistics`), and
+shortlists the pieces that fit best over the whole query. Each shortlisted piece is then aligned with the
 whole query by subsequence DTW on chroma, twice: the query's audio chroma and the chroma of its
 notes (a recording's basic-pitch transcription, a MIDI file's own notes), each against the piece's
 note chroma. The score is the mean of the two alignments' similarities; the path gives the span.
@@ -40,8 +41,8 @@ from pianoapp.index import Index, ItemTimeline, Windows
 
 MATCHER_DIR = constants.MODELS_DIR / "matcher"
 CALIBRATION = "calibration.json"
-NEIGHBOURS = 64  # windows retrieved per query window in the first stage
-SHORTLIST = 24  # pieces aligned by DTW in the second stage: 0.97 of true pieces are among them (val)
+COHORT = "cohort.npz"  # beside the model: window embeddings of unrelated training music, per tower
+SHORTLIST = 48  # pieces aligned by DTW in the second stage
 SILENT_WINDOW_DBFS = -55.0  # quieter windows hold nothing to match
 CHROMA_HOP_S = 0.1  # chroma frame: fine enough for sub-second starts, light enough to keep for every item
 BATCH = 32
@@ -58,9 +59,38 @@ def matcher_model(model_dir: Path | None = None) -> torch.nn.Module:
 
 @functools.cache
 def windows_space(model_dir: Path = MATCHER_DIR) -> str:
-    """Names the checkpoint window embeddings come from: indexes built with another must be rebuilt."""
-    digest = hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()[:12]
-    return f"matcher/{digest}"
+    """Names the checkpoint (and cohort) window embeddings come from: indexes built with others must
+    be rebuilt."""
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", COHORT):
+        if (Path(model_dir) / name).is_file():
+            digest.update((Path(model_dir) / name).read_bytes())
+    return f"matcher/{digest.hexdigest()[:12]}"
+
+
+@functools.cache
+def cohort(model_dir: Path = MATCHER_DIR) -> dict[str, np.ndarray] | None:
+    """Unit window embeddings of unrelated training music, "audio" and "midi" (`bench/calibrate_match.py`)."""
+    path = Path(model_dir) / COHORT
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        return {tower: f[tower].astype(np.float32) for tower in ("audio", "midi")}
+
+
+def cohort_statistics(embeddings: np.ndarray, other_tower: str) -> tuple[float, float]:
+    """How close an item's best window comes to unrelated queries of the other tower: mean and std.
+
+    Long pieces and generic textures have some window near almost anything; normalising an item's
+    best similarity by these (as speaker verification's Z-norm does) lets the one that fits the
+    query stand out. Measured on a 275-piece collection: the true piece among the first 24 for 0.60
+    of 10 s excerpts, against 0.27 for the raw best similarity."""
+    refs = cohort()
+    if refs is None or not len(embeddings):
+        return 0.0, 1.0
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    best = (refs[other_tower] @ unit.T).max(axis=1)
+    return float(best.mean()), float(best.std() + 1e-6)
 
 
 def new_windows(model_dir: Path = MATCHER_DIR) -> Windows | None:
@@ -121,7 +151,9 @@ def item_timeline(kind: str, *, notes: np.ndarray, audio: np.ndarray | None = No
     """What an index keeps of an item for matching: a recording's audio windows or a score's note
     windows, and the chroma of its notes (a recording's are its transcription)."""
     embeddings, starts = audio_windows(audio, model) if kind == "audio" else note_windows(notes, model)
-    return ItemTimeline(embeddings, starts, chroma_of_notes(notes).T)
+    # queries meet an item through the other tower: a recording's windows are met by MIDI queries
+    stats = cohort_statistics(embeddings, "midi" if kind == "audio" else "audio")
+    return ItemTimeline(embeddings, starts, chroma_of_notes(notes).T, stats)
 
 
 def chroma_of_notes(notes: np.ndarray) -> np.ndarray:
@@ -265,20 +297,12 @@ def _read_query(path: Path) -> Query:
 # Matching ---------------------------------------------------------------------------------------
 
 
-def shortlist(similarities: np.ndarray, window_rows: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-    """The n items whose retrieved windows come closest over all query windows: each query window
-    credits an item with its best retrieved window, or with that query's last retrieved similarity."""
-    valid = window_rows >= 0
-    items = np.where(valid, owner[np.maximum(window_rows, 0)], -1)
-    floor = similarities[:, -1:]
-    candidates = np.unique(items[valid])
-    credit = np.zeros(len(candidates))
-    for q in range(len(items)):
-        best = np.full(len(candidates), floor[q, 0])
-        rows = np.searchsorted(candidates, items[q][valid[q]])
-        np.maximum.at(best, rows, similarities[q][valid[q]])
-        credit += best
-    return candidates[np.argsort(-credit, kind="stable")[:n]]
+def shortlist(query_windows: np.ndarray, windows: Windows, items: np.ndarray, n: int) -> np.ndarray:
+    """The n items whose windows fit the query's best: each item's best similarity to each query
+    window, normalised by the item's cohort statistics, averaged over the query's windows."""
+    stats = windows.cohort[items]
+    fit = (windows.best_similarities(query_windows, items) - stats[:, 0]) / stats[:, 1]
+    return items[np.argsort(-fit.mean(axis=0), kind="stable")[:n]]
 
 
 def rank(query: Query, index: Index, *, k: int = 10, model: torch.nn.Module | None = None) -> list[dict]:
@@ -289,13 +313,14 @@ def rank(query: Query, index: Index, *, k: int = 10, model: torch.nn.Module | No
     recordings = np.array([is_recording(item) for item in index.items], bool)
     candidates = []
     # The audio tower meets MIDI items, the MIDI tower meets recordings: the pairs the matcher learned.
-    for tower, rows in (("audio", np.flatnonzero(~recordings)), ("midi", np.flatnonzero(recordings))):
+    has_windows = np.bincount(windows.owner, minlength=len(index.items)) > 0
+    for tower, rows in (("audio", np.flatnonzero(~recordings & has_windows)),
+                        ("midi", np.flatnonzero(recordings & has_windows))):
         if not len(rows):
             continue
         embeddings, _ = query.windows(tower, model)
         if len(embeddings):  # a transcription may find no notes
-            sims, found = windows.search(embeddings, NEIGHBOURS, among=rows)
-            candidates += shortlist(sims, found, windows.owner, max(SHORTLIST, k)).tolist()
+            candidates += shortlist(embeddings, windows, rows, max(SHORTLIST, k)).tolist()
     hits = []
     for row in candidates:
         fits = [align(chroma, windows.chroma_of(row)) for chroma in query.chromas()]

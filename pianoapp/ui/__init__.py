@@ -7,6 +7,7 @@ import threading
 import gradio as gr
 
 from pianoapp import constants
+from pianoapp.services import explore as explore_service
 from pianoapp.services import search as search_service
 from pianoapp.ui import arrange, continue_, explore, match, models, search
 
@@ -60,8 +61,13 @@ def build_app() -> gr.Blocks:
 
 
 def warm_up() -> None:
-    """Load the demo index and text encoder in the background, so the first search answers at full speed."""
-    threading.Thread(target=search_service.warm_up, name="warm-up", daemon=True).start()
+    """In the background: load the demo index and the text encoder, so the first search answers at
+    full speed, then draw the demo map once (the first UMAP fit in a process compiles for a minute)."""
+    def run() -> None:
+        search_service.warm_up()
+        explore_service.umap_map(with_user_index=True)
+
+    threading.Thread(target=run, name="warm-up", daemon=True).start()
 
 
 def launch_options() -> dict:
