@@ -427,9 +427,10 @@ def span_preview(hit: dict, query_path: str | os.PathLike, *, index_dir: str | o
     matched = [pretty_midi.Note(n.velocity, n.pitch, float(a), float(max(b, a + 0.05)))
                for n, a, b in zip(span, starts, ends, strict=True)]
     both = pretty_midi.PrettyMIDI()
-    for name, notes in ((f"your {query.kind}",
-                         [pretty_midi.Note(int(v), int(p), a, b) for a, b, p, v in query.score().tolist()]),
-                        (f"{hit['title']}, {clock(start)}–{clock(end)}", matched)):
+    # the matched span first, so the query's own notes are drawn on top of it
+    for name, notes in ((f"{hit['title']}, {clock(start)}–{clock(end)}", matched),
+                        (f"your {query.kind}",
+                         [pretty_midi.Note(int(v), int(p), a, b) for a, b, p, v in query.score().tolist()])):
         track = pretty_midi.Instrument(0, name=name)
         track.notes = notes
         both.instruments.append(track)
