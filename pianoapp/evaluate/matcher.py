@@ -141,6 +141,19 @@ def seed_protocol(model: nn.Module, segments, *, seeds: int = 5, n_queries: int 
     }
 
 
+def _transcribed(audio: np.ndarray) -> np.ndarray:
+    """basic-pitch's notes for a render (`note_rows`); none for a silent one (a piece that opens in rests)."""
+    from pianoapp.data.segments import note_rows
+    from pianoapp.errors import PianoappError
+    from pianoapp.io.midi import piano_notes
+    from pianoapp.io.transcribe import transcribe
+
+    try:
+        return note_rows(piano_notes(transcribe(audio)))
+    except PianoappError:
+        return note_rows([])
+
+
 def robustness(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None, split: str = "test",
                seeds: int = 5, n_queries: int = 500, pool: int = 256, seed: int = 0, max_items: int = 0) -> dict:
     """The seed protocol under changes the matcher never trained on, one row per condition:
@@ -149,10 +162,8 @@ def robustness(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike | No
     by basic-pitch's transcription of the recording. Returns {condition: {"S", "R@1 a→m", "segments"}}."""
     import dataclasses
 
-    from pianoapp.data.segments import HELD_OUT_SOUNDFONT, Segments, note_rows, render_pieces
+    from pianoapp.data.segments import HELD_OUT_SOUNDFONT, Segments, render_pieces
     from pianoapp.data.sequences import PITCH, VELOCITY
-    from pianoapp.io.midi import piano_notes
-    from pianoapp.io.transcribe import transcribe
     from pianoapp.models.checkpoint import load_model
 
     pieces, soundfont, seconds = _test_material(model_dir, data_dir, split, None, max_items, seeds, n_queries, pool)
@@ -181,8 +192,7 @@ def robustness(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike | No
     for snr in (30, 20, 10):
         conditions[f"noise {snr} dB SNR"] = (Segments(written), snr)
     conditions[f"soundfont {HELD_OUT_SOUNDFONT}"] = (Segments(renders(pieces, HELD_OUT_SOUNDFONT)), None)
-    heard = [dataclasses.replace(r, notes=note_rows(piano_notes(transcribe(r.audio(0, r.samples())))))
-             for r in written]
+    heard = [dataclasses.replace(r, notes=_transcribed(r.audio(0, r.samples()))) for r in written]
     conditions["transcribed MIDI side"] = (Segments(heard), None)
     out = {}
     for name, (segments, snr) in conditions.items():
