@@ -3,8 +3,10 @@
 Masking with `Tokenizer.allowed_next` keeps every sampled sequence decodable (note → onset → dur,
 onsets monotone inside a segment); on top of it, `<E>`, `<S>`, `<PAD>` and extra tokens are never
 sampled, and long silences (more than `max_silent_segments` empty segments in a row) are cut off.
+On a CPU a PianoLM samples through its int8 copy (`decoding_model`).
 """
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pianoapp.models.lm import PianoLM
+from pianoapp.models.lm import PianoLM, cpu_inference_copy
 from pianoapp.tokenizer import Tokenizer
 
 
@@ -45,6 +47,30 @@ def filter_probs(probs: torch.Tensor, *, top_p: float, min_p: float) -> torch.Te
     return probs / probs.sum()
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """An id drawn with probability proportional to `probs` (1-D, non-negative): the cumulative
+    distribution over the ids with non-zero probability, inverted at one uniform number.
+    (torch.multinomial took 0.2 ms a call over the vocabulary, most of a step's sampling work.)"""
+    ids = probs.nonzero()[:, 0]
+    cumulative = probs[ids].cumsum(0)
+    at = int(torch.searchsorted(cumulative, torch.rand(1, generator=generator) * cumulative[-1], right=True))
+    return int(ids[min(at, len(ids) - 1)])  # rounding can put the number at the very top
+
+
+_cpu_copies: "weakref.WeakKeyDictionary[PianoLM, PianoLM]" = weakref.WeakKeyDictionary()
+
+
+def decoding_model(model):
+    """What `sample` runs: for a PianoLM on a CPU its `lm.cpu_inference_copy`, made once per model
+    (so the model's weights must not change afterwards; `load_model`'s never do), which samples
+    about twice as fast (bench/lm_speed.py); any other model as it is."""
+    if not isinstance(model, PianoLM) or next(model.parameters()).device.type != "cpu":
+        return model
+    if model not in _cpu_copies:
+        _cpu_copies[model] = cpu_inference_copy(model)
+    return _cpu_copies[model]
+
+
 @contextmanager
 def one_thread():
     """Decode on one thread: a one-token step is too small to share out, and two threads on a busy
@@ -67,13 +93,17 @@ def sample(
     seed: int = 0,
     max_new_tokens: int | None = None,
     prefix_embeds: torch.Tensor | None = None,
+    quantized: bool = True,
 ) -> Iterator[list[int]]:
     """Yield the new ids after each completed note, until the music reaches `end_step` (absolute
     time steps from the start of the prompt), the context is full, or `max_new_tokens` is reached.
 
     The prompt must end between note groups (it is `Tokenizer.encode(..., add_eos=False)` output).
-    The same seed gives the same ids.
+    The same seed gives the same ids. `quantized=False` decodes with the model's own weights even on
+    a CPU (the baseline of bench/lm_speed.py).
     """
+    if quantized:
+        model = decoding_model(model)
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(seed)
     n_prefix = 0 if prefix_embeds is None else prefix_embeds.shape[1]
@@ -83,9 +113,9 @@ def sample(
     if budget < 3:
         raise ValueError("the prompt fills the model's context; shorten it")
 
-    never = np.zeros(tokenizer.vocab_size, dtype=bool)
-    never[[tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id, tokenizer.unk_id]] = True
-    never[tokenizer.extra_offset:] = True
+    samplable = np.ones(tokenizer.vocab_size, dtype=bool)
+    samplable[[tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id, tokenizer.unk_id]] = False
+    samplable[tokenizer.extra_offset:] = False
 
     ids = list(prompt_ids)
     segments = ids.count(tokenizer.time_id)
@@ -94,13 +124,13 @@ def sample(
     with torch.inference_mode(), one_thread():
         logits, cache = model(torch.tensor([ids], device=device), prefix_embeds=prefix_embeds)
         for _ in range(budget):
-            allowed = tokenizer.allowed_next(ids) & ~never
+            allowed = tokenizer.allowed_next(ids) & samplable
             if silent >= config.max_silent_segments:
                 allowed[tokenizer.time_id] = False
             scores = logits[0, -1].float().cpu() / config.temperature
-            scores[~torch.from_numpy(allowed)] = float("-inf")
+            scores.masked_fill_(torch.from_numpy(~allowed), float("-inf"))
             probs = filter_probs(torch.softmax(scores, -1), top_p=config.top_p, min_p=config.min_p)
-            token = int(torch.multinomial(probs, 1, generator=generator))
+            token = draw(probs, generator)
             ids.append(token)
             new.append(token)
             kind = tokenizer.token_kind(token)

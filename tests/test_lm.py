@@ -13,7 +13,7 @@ from pianoapp.errors import BadInputError, CorruptFileError, NotAvailableError
 from pianoapp.evaluate.lm import KneserNey
 from pianoapp.models import FAMILIES, registry
 from pianoapp.models.checkpoint import load_config, load_model, save_model
-from pianoapp.models.lm import LMConfig, PianoLM
+from pianoapp.models.lm import Int8Linear, LMConfig, PianoLM, cpu_inference_copy
 from pianoapp.tokenizer import Tokenizer
 from pianoapp.train import recipe_classes
 
@@ -66,8 +66,23 @@ def test_cached_forward_matches_full_forward():
         for a, b in [(0, 17), (17, 20)] + [(t, t + 1) for t in range(20, 40)]:  # prefill, a chunk, then one by one
             logits, cache = model(ids[:, a:b], cache=cache)
             pieces.append(logits)
-    assert cache[0][0].shape == (2, 4, 40, 32)
+    assert cache.length == 40 and cache.keys[0].shape == (2, 4, model.config.context_len, 32)
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_writes_into_the_cache_in_place():
+    model = tiny_model()
+    ids = torch.randint(0, TOKENIZER.vocab_size, (1, 30))
+    with torch.no_grad():
+        _, cache = model(ids[:, :10])
+        assert cache.keys[0].shape[2] == 10  # a forward without a cache keeps its own keys: no copy
+        _, cache = model(ids[:, 10:11], cache=cache)
+        buffers = [t.data_ptr() for t in cache.keys + cache.values]
+        for t in range(11, 30):
+            _, extended = model(ids[:, t : t + 1], cache=cache)
+            assert extended is cache
+    assert cache.length == 30
+    assert [t.data_ptr() for t in cache.keys + cache.values] == buffers  # no step copied the cache
 
 
 def test_prefix_embeds_are_prepended():
@@ -80,9 +95,47 @@ def test_prefix_embeds_are_prepended():
         head, head_cache = model(ids[:, :4], prefix_embeds=prefix)
         tail, _ = model(ids[:, 4:], cache=head_cache)
     assert logits.shape == (3, 15, TOKENIZER.vocab_size)
-    assert cache[0][0].shape[2] == 15
+    assert cache.length == 15
     assert not torch.allclose(logits[:, 5:], plain, atol=1e-3)  # the prefix conditions the tokens
     torch.testing.assert_close(torch.cat([head, tail], dim=1), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_inference_copy_is_close_to_the_model_and_leaves_it_alone():
+    model = tiny_model()
+    fast = cpu_inference_copy(model)
+    ids = torch.randint(0, TOKENIZER.vocab_size, (1, 100))
+    with torch.inference_mode():
+        exact = model(ids)[0]
+        whole = fast(ids)[0]  # more than MAX_INT8_ROWS tokens: fp32 matmuls on the dequantised weights
+        first, cache = fast(ids[:, :40])  # fewer: the int8 kernel
+        pieces = [first]
+        for t in range(40, 100):  # one token at a time
+            logits, cache = fast(ids[:, t : t + 1], cache=cache)
+            pieces.append(logits)
+    q_proj = fast.blocks[0].attn.q_proj
+    assert isinstance(q_proj, Int8Linear) and q_proj.weight.dtype == torch.int8
+    assert isinstance(fast.head, Int8Linear)
+    assert fast.tok_emb.weight is model.tok_emb.weight  # shared, not copied
+    assert cache.keys[0].dtype == torch.bfloat16 and logits.dtype == torch.float32
+    assert isinstance(model.blocks[0].attn.q_proj, torch.nn.Linear) and model.head is None
+    scale = exact.std()
+    for approx in (whole, torch.cat(pieces, dim=1)):
+        error = (approx - exact).abs()
+        assert error.max() < 0.1 * scale and error.mean() < 0.02 * scale
+
+
+def test_int8_linear_one_token_and_many_agree():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96, bias=False)
+    fast = Int8Linear(linear.weight)
+    x = torch.randn(3, 40, 64)  # 120 rows: over MAX_INT8_ROWS
+    with torch.inference_mode():
+        many = fast(x)
+        few = torch.stack([fast(x[i]) for i in range(3)])  # 40 rows each: the int8 kernel
+        exact = linear(x)
+    assert many.shape == few.shape == (3, 40, 96) and many.dtype == few.dtype == torch.float32
+    torch.testing.assert_close(few, many, atol=0.02, rtol=0.02)
+    assert (many - exact).abs().max() < 0.02 * exact.abs().max()
 
 
 def test_forward_refuses_more_than_the_context():
