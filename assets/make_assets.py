@@ -1,5 +1,6 @@
 """Make the demo files in assets/: three public-domain score excerpts from music21's corpus, two pieces
-written here, and one short recording rendered from them. Deterministic; rerun to rebuild.
+written here, a Nottingham lead sheet, and short recordings rendered from them and from a POP909
+piano passage. Deterministic; rerun to rebuild.
 
     python assets/make_assets.py
 """
@@ -11,7 +12,7 @@ import numpy as np
 import pretty_midi
 from music21 import bar, corpus, stream
 
-from pianoapp.constants import DEFAULT_DATA_DIR
+from pianoapp.constants import DEFAULT_DATA_DIR, SAMPLE_RATE
 from pianoapp.io.audio import write_audio
 from pianoapp.io.midi import notes_to_midi, read_midi, write_midi
 from pianoapp.io.render import render
@@ -25,6 +26,11 @@ EXCERPTS = [
     ("joplin_maple_leaf_rag_opening.mid", "joplin/maple_leaf_rag", 1, 8),
 ]
 RECORDING = ("mozart_k545_opening.flac", "mozart_k545_opening.mid", "MuseScore_General")
+# The Arrange tab's contrasting style references: ragtime (stride bass) and a pop ballad's piano.
+# Both kept under 200 KB: (file, source, seconds, soundfont); the POP909 one names a test-split song
+# and its first bar.
+RAGTIME_REFERENCE = ("joplin_maple_leaf_rag_opening.flac", "joplin_maple_leaf_rag_opening.mid", 7.0, "FluidR3_GM")
+POP_REFERENCE = ("pop909_piano_reference.flac", ("pop909/159", 8), 8.0, "FluidR3_GM")
 # (file, Nottingham tune, bars): a whole 16-bar Playford dance in 4/4, D major, six chords
 NOTTINGHAM_LEAD_SHEET = ("nottingham_playford14_lead_sheet.mid", "playford14", 16)
 
@@ -111,6 +117,29 @@ def nottingham_lead_sheet(tune: str, bars: int) -> pretty_midi.PrettyMIDI | None
     return pm
 
 
+def pop909_piano(song_id: str, first_bar: int, seconds: float) -> pretty_midi.PrettyMIDI | None:
+    """`seconds` of a POP909 song's PIANO track (sustain pedal folded in) from a downbeat; None when
+    the data is not at DEFAULT_DATA_DIR."""
+    from pianoapp.data.arrangement import load_songs
+    from pianoapp.data.sequences import array_to_notes
+
+    if not (DEFAULT_DATA_DIR / "pop909").is_dir():
+        return None
+    song = next(s for s in load_songs("test") if s.song_id == song_id)
+    t0 = int(song.downbeats[first_bar])
+    piano = song.piano[(song.piano[:, 0] >= t0) & (song.piano[:, 0] < t0 + seconds * 1000)] - [t0, t0, 0, 0]
+    notes = [pretty_midi.Note(n.velocity, n.pitch, n.start, min(n.end, seconds)) for n in array_to_notes(piano)]
+    return notes_to_midi(notes, tempo=song.tempo_bpm)
+
+
+def faded(audio: np.ndarray, seconds: float, fade_s: float = 0.3) -> np.ndarray:
+    """The first `seconds` of a recording, faded out over its last `fade_s`."""
+    out = audio[: round(seconds * SAMPLE_RATE)].copy()
+    n = min(len(out), round(fade_s * SAMPLE_RATE))
+    out[len(out) - n :] *= np.linspace(1, 0, n, dtype=np.float32)
+    return out
+
+
 def main() -> None:
     made = []
     for name, work, first, last in EXCERPTS:
@@ -125,6 +154,14 @@ def main() -> None:
         made.append(write_midi(tune_pm, HERE / name))
     out, source, soundfont = RECORDING
     made.append(write_audio(HERE / out, render(read_midi(HERE / source), soundfont=soundfont)))
+    out, source, seconds, soundfont = RAGTIME_REFERENCE
+    made.append(write_audio(HERE / out, faded(render(read_midi(HERE / source), soundfont=soundfont), seconds)))
+    out, (song_id, first_bar), seconds, soundfont = POP_REFERENCE
+    pop = pop909_piano(song_id, first_bar, seconds)
+    if pop is None:
+        print(f"{out}: POP909 data not found at {DEFAULT_DATA_DIR}; keeping the shipped file")
+    else:
+        made.append(write_audio(HERE / out, faded(render(pop, soundfont=soundfont), seconds)))
     for path in made:
         print(f"{path.name:36s} {path.stat().st_size / 1024:6.1f} KB")
 

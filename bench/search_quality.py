@@ -1,7 +1,9 @@
-"""Does boosting exact title/composer word matches help the metadata search engine? Measured, not guessed.
+"""Does boosting exact title/composer word matches help the search engine? Measured, not guessed.
 
-Items: the built-in demo index (music21 corpus) plus a fresh index of N files per training collection
-(POP909 songs, ASAP scores, Nottingham tunes) from ../shared/data. Three kinds of query:
+Runs with the installed engine (`library.ENGINE`). Items are validation-split pieces only, so the
+bind model, trained on the train split, is measured on pieces it never saw: the demo index's music21
+items of that split plus a fresh index of up to N files per training collection (POP909 songs, ASAP
+scores, Nottingham tunes) from ../shared/data. Three kinds of query:
   caption    a held-out ("eval" pool) caption of one item, so wordings differ from the item text;
              the item itself is the answer (recall@1, recall@10, MRR)
   name       the item's title alone (non-Nottingham items): the item is the answer
@@ -10,7 +12,7 @@ Items: the built-in demo index (music21 corpus) plus a fresh index of N files pe
 Each is scored by cosine alone (w=0, the baseline) and by cosine + w × `search.word_overlap` (the
 share of the query's words found in the item's title and composer) for a few w, exact over every item.
 
-    python bench/search_quality.py [--per-collection 60] [--seed 0] [--data DIR]
+    python bench/search_quality.py [--per-collection 60] [--seed 0] [--data DIR] [--split val]
 """
 
 import argparse
@@ -22,6 +24,7 @@ import numpy as np
 
 from pianoapp.data.captions import captions
 from pianoapp.data.corpora import load_collection
+from pianoapp.data.splits import split_of
 from pianoapp.index import Index
 from pianoapp.services import library
 from pianoapp.services.search import word_overlap
@@ -34,13 +37,15 @@ def main() -> None:
     parser.add_argument("--per-collection", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--split", default="val", help="pieces of this split only (tune on val, never on test)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
     known = {}  # index path -> corpus Item
     paths = []
     for name in ("pop909", "asap", "nottingham"):
-        items = [it for it in load_collection(name, args.data) if it.meta.get("kind") != "performance"]
+        items = [it for it in load_collection(name, args.data)
+                 if it.meta.get("kind") != "performance" and split_of(it.piece_id) == args.split]
         for item in rng.sample(items, min(args.per_collection, len(items))):
             paths.append(str(item.path))
             known[str(item.path)] = item
@@ -51,9 +56,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         library.build_index(paths, Path(tmp) / "idx")
         extra = Index.open(Path(tmp) / "idx")
-    items = demo.items + extra.items
-    vectors = np.concatenate([demo.embeddings, extra.embeddings])
-    print(f"{len(items)} items: {len(demo)} music21, {len(extra)} from the training collections")
+    in_split = [i for i, it in enumerate(demo.items) if split_of(known[it["path"]].piece_id) == args.split]
+    items = [demo.items[i] for i in in_split] + extra.items
+    vectors = np.concatenate([demo.embeddings[in_split], extra.embeddings])
+    print(f"engine {library.ENGINE}, {args.split} split: {len(items)} items: {len(in_split)} music21, "
+          f"{len(extra)} from the training collections")
 
     queries = {"caption": [], "name": [], "composer": []}
     for i, it in enumerate(items):

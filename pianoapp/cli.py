@@ -60,16 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     arr = sub.add_parser("arrange", help="arrange a lead sheet in the style of a reference recording")
     arr.add_argument("leadsheet", metavar="LEADSHEET")
-    arr.add_argument("--reference", metavar="AUDIO")
+    arr.add_argument("--reference", metavar="AUDIO",
+                     help="recording (or MIDI/score, rendered) whose style to follow; without it, the default style")
     arr.add_argument("--seed", type=int, default=0)
     arr.add_argument("--out", required=True, metavar="OUT.mid")
+    arr.add_argument("--bars", type=int, metavar="N", help="arrange the first N bars (default: all, at most 32)")
+    arr.add_argument("--chords", metavar="TEXT", help="chords per bar, e.g. 'C G Am F | F G C C' (replaces the file's)")
+    arr.add_argument("--model", metavar="DIR", help="arranger folder (default models/arranger)")
 
     exp = sub.add_parser("explore", help="UMAP of an index or CKA between encoder layers, as HTML")
     exp.add_argument("view", choices=("umap", "cka"))
-    exp.add_argument("--index", metavar="DIR")
-    exp.add_argument("--out", metavar="FILE.html")
+    exp.add_argument("--index", metavar="DIR", help="umap: index folder (default: the built-in demo index)")
+    exp.add_argument("--out", metavar="FILE.html", help="standalone interactive HTML to write")
     exp.add_argument("--seed", type=int, default=0)
-    exp.add_argument("--json", action="store_true")
+    exp.add_argument("--json", action="store_true", help="print the numbers as one JSON document on stdout")
+    exp.add_argument("--colour", default="source",
+                     help="umap: source (music21 corpus folder, else collection), collection, composer, key, "
+                          "tempo or duration")
+    exp.add_argument("--method", default="umap", help="umap: umap or tsne")
+    exp.add_argument("--file", action="append", default=[], metavar="FILE",
+                     help="umap: place this recording or MIDI file on the map (repeatable)")
+    exp.add_argument("--query", action="append", default=[], metavar="TEXT",
+                     help="umap: place this description on the map (repeatable)")
+    exp.add_argument("--model", metavar="DIR", help="cka: matcher folder (default models/matcher)")
+    exp.add_argument("--baseline", metavar="DIR", help="cka: matcher to compare with (default models/matcher-d0)")
+    exp.add_argument("--segments", type=int, default=512, metavar="N", help="cka: paired test segments")
 
     train = sub.add_parser("train", help="train a model; re-running the same command resumes")
     train.add_argument("recipe", choices=RECIPES)
@@ -127,12 +142,25 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
                             model_dir=args.model)
         print(f"wrote {out}", file=sys.stderr)
         return 0
+    if args.command == "arrange":  # the service checks availability when no --model is given
+        from pianoapp.services.arrange import arrange_file
+
+        out, notices = arrange_file(args.leadsheet, args.out, reference=args.reference, bars=args.bars,
+                                    seed=args.seed, chords_text=args.chords, model_dir=args.model)
+        for notice in notices:
+            print(notice, file=sys.stderr)
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     if args.command in CAPABILITY_OF:
         availability.require(CAPABILITY_OF[args.command])
     if args.command == "index":
         return _index(args)
     if args.command == "search":
         return _search(args)
+    if args.command == "match":
+        return _match(args)
+    if args.command == "explore":
+        return _explore(args)
     if args.command == "render":
         from pianoapp.services.convert import render_file
 
@@ -216,6 +244,50 @@ def _search(args: argparse.Namespace) -> int:
         print(f"{rank:>3}. {hit['score']:.3f}  {hit['title']}{by} ({hit['collection']})  {hit['path']}")
     if not hits:
         print("no results", file=sys.stderr)
+    return 0
+
+
+def _match(args: argparse.Namespace) -> int:
+    from pianoapp.services.match import match
+    from pianoapp.services.preview import clock
+
+    report = match(args.file, index_dir=args.index, k=args.k,
+                   progress=lambda stage: print(f"{stage}…", file=sys.stderr))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    if report["no_match"]:
+        print(f"no match: no indexed piece reaches the match score {report['threshold']:.2f}; the closest:",
+              file=sys.stderr)
+    for rank, hit in enumerate(report["results"], 1):
+        mark = "" if hit["match"] else "  (no match)"
+        print(f"{rank:>3}. {hit['score']:.3f}  {clock(hit['start_s'])}–{clock(hit['end_s'])}  {hit['title']}"
+              f" ({hit['collection']})  {hit['path']}{mark}")
+    return 0
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from pianoapp.services import explore
+
+    if not args.out and not args.json:
+        raise BadInputError("Say what to write: --out FILE.html for the interactive page, --json for the numbers.")
+    if args.view == "umap":
+        extras = [explore.file_point(f) for f in args.file] + [explore.text_point(t) for t in args.query]
+        result = explore.umap_map(args.index, colour_by=args.colour, method=args.method, seed=args.seed,
+                                  extras=extras)
+        doc, figures, lines = result.to_json(), [result.figure], result.summary()
+    else:
+        doc = explore.cka(args.model, args.baseline, seed=args.seed, n_segments=args.segments,
+                          progress=_progress_bar("CKA"))
+        figures, lines = explore.cka_figures(doc), explore.cka_summary(doc)
+    if args.out:
+        title = "Map of the collection" if args.view == "umap" else "CKA between audio and MIDI encoder layers"
+        for path in explore.write_html(figures, args.out, title=title, lines=lines):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False))
+    else:
+        print("\n".join(lines), file=sys.stderr)
     return 0
 
 

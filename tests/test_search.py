@@ -109,7 +109,7 @@ def test_cli_build_then_search_json_keeps_paths_as_given(corpus, tmp_path, capsy
     code = main(["search", "waltz in three four", "--index", str(tmp_path / "idx"), "-k", "3", "--json"])
     out, _ = capsys.readouterr()
     doc = json.loads(out)
-    assert code == 0 and doc["engine"] == "metadata" and len(doc["results"]) == 3
+    assert code == 0 and doc["engine"] == library.ENGINE and len(doc["results"]) == 3
     best = doc["results"][0]
     assert best["path"].startswith(f"{rel}/waltzes")
     assert {"path", "title", "collection", "score", "composer"} <= best.keys()
@@ -212,5 +212,5 @@ def test_console_search_prints_one_json_document():
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["engine"] == "metadata" and len(doc["results"]) == 3
+    assert doc["engine"] == library.ENGINE and len(doc["results"]) == 3
     assert doc["results"][0]["path"].startswith("music21:bach/")

@@ -32,6 +32,9 @@ def load_audio(
         raise CorruptFileError(f"{path.name} contains no audio samples.")
     if not np.all(np.isfinite(audio)):
         raise CorruptFileError(f"{path.name} contains invalid samples (NaN or infinity).")
+    peak = float(np.abs(audio).max())
+    if peak > 1.0:  # float files may go past full scale (even to 1e38, which overflows every analysis)
+        audio = audio / peak
     if file_sr != sr:
         import librosa
 
@@ -45,6 +48,8 @@ def load_audio(
 def _decode_soundfile(path: Path, limit: float) -> tuple[np.ndarray | None, int]:
     import soundfile as sf
 
+    if path.suffix.lower() == ".mp3" and shutil.which("ffmpeg"):
+        return None, 0  # libsndfile's MP3 decoder (mpg123) prints every damaged frame on stderr
     try:
         info = sf.info(str(path))
     except Exception:  # not a format libsndfile knows: fall back to ffmpeg
@@ -84,14 +89,21 @@ def _decode_ffmpeg(path: Path, limit: float, sr: int) -> tuple[np.ndarray, int]:
 
 
 def _probe_seconds(path: Path) -> float | None:
+    """The duration the container declares; None when it declares none (or ffprobe is missing).
+    A file ffprobe cannot open is refused here: ffmpeg would fail on it too, one process later."""
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
         return None
     cmd = [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-        return float(out)
-    except (subprocess.TimeoutExpired, ValueError):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    if proc.returncode != 0:
+        raise CorruptFileError(f"{path.name} is not an audio file we can decode.")
+    try:
+        return float(proc.stdout.strip())
+    except ValueError:
         return None
 
 

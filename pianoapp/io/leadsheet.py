@@ -498,7 +498,7 @@ def _from_score(path: Path) -> tuple[list, list[Chord], np.ndarray, float, float
     for part in parts:
         notes = []
         for el in part.stripTies().flatten().notes:
-            if isinstance(el, harmony.ChordSymbol):
+            if isinstance(el, harmony.ChordSymbol) or el.quarterLength < 0:  # a damaged score's negative lengths
                 continue
             pitch = max(p.midi for p in el.pitches)
             start = float(el.offset) * seconds

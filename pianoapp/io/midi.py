@@ -15,11 +15,14 @@ import numpy as np
 import pretty_midi
 
 from pianoapp import constants
-from pianoapp.errors import brief, CorruptFileError, EmptyMidiError
+from pianoapp.errors import brief, CorruptFileError, EmptyMidiError, TooLargeError
 from pianoapp.io.files import check_duration, check_file, file_kind
 
 MIDI_MAGIC = b"MThd"
-MAX_NOTES = 200_000  # beyond this a file is either not music or not something we can show
+# The longest performance in the training data (a 29-minute Liszt sonata) has 16.5k notes in 280 KB.
+# Beyond these a file is not piano music, and reading it (4 s per MB) or showing it costs too much.
+MAX_NOTES = 30_000
+MAX_MIDI_BYTES = 2**20
 
 
 def read_midi(
@@ -43,6 +46,10 @@ def _read_midi_file(path: Path) -> pretty_midi.PrettyMIDI:
         head = f.read(4)
     if head != MIDI_MAGIC:
         raise CorruptFileError(f"{path.name} is not a MIDI file (its header is not 'MThd').")
+    size = path.stat().st_size
+    if size > MAX_MIDI_BYTES:
+        raise TooLargeError(f"{path.name} is {size / 2**20:.1f} MB, more than a piano MIDI file needs "
+                            f"(at most {MAX_MIDI_BYTES / 2**20:.0f} MB); it holds something other than piano music.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pretty_midi warns on harmless oddities (type-0 tempo events)

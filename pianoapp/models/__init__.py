@@ -1,5 +1,7 @@
 """Models: plain nn.Modules, each with a config dataclass, built by name through `registry`."""
 
+from pianoapp.models.arranger import Arranger, ArrangerConfig
+from pianoapp.models.bind import Bind, BindConfig
 from pianoapp.models.lm import LMConfig, PianoLM
 from pianoapp.models.matcher import Matcher, MatcherConfig
 
@@ -7,4 +9,6 @@ from pianoapp.models.matcher import Matcher, MatcherConfig
 FAMILIES = {
     "lm": (LMConfig, PianoLM),
     "matcher": (MatcherConfig, Matcher),
+    "arranger": (ArrangerConfig, Arranger),
+    "bind": (BindConfig, Bind),
 }

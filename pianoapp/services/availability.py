@@ -22,7 +22,9 @@ CAPABILITIES = {
         Capability("search", "Text search", (), "the text–audio–MIDI search model"),
         Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher"),
         Capability("continue", "Continuation", ("lm-small",), "the piano language model"),
-        Capability("arrange", "Arrangement", ("lm-small", "arranger"), "the style-reference arranger"),
+        # The arranger's own folder holds only its trained parts; the LM and the audio encoder it reads
+        # references with come from their folders.
+        Capability("arrange", "Arrangement", ("lm-small", "matcher", "arranger"), "the style-reference arranger"),
         # The map draws whatever embeddings an index holds; CKA needs the matcher.
         Capability("explore", "Explore", ("matcher",), "the audio↔MIDI matcher"),
     )

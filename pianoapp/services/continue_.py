@@ -27,6 +27,10 @@ DEFAULT_MODEL = "lm-small"
 MAX_SECONDS = 120.0
 NOTES_PER_UPDATE = 4  # streaming granularity for the UI
 KEEP_SAVED = 32  # saved results kept on disk; the app serves its own copies, so older ones can go
+# At most this many notes per second of continuation (3 tokens each). A model imitating an absurdly
+# dense prompt (hundreds of notes a second) would otherwise decode for minutes to cover one second.
+MAX_NOTES_PER_S = 40
+TOKENS_PER_NOTE = 3
 
 
 @dataclass
@@ -122,20 +126,26 @@ def continue_notes(
 
     end_s = _last_onset(prompt) + seconds  # the continuation's clock starts at the last onset
     result = Continuation(prompt=prompt, notices=list(notices or []), end_s=end_s)
+    tokens_left = round(MAX_NOTES_PER_S * TOKENS_PER_NOTE * max(seconds, 1.0))
     for round_ in range(1000):  # each round refills the context; far more rounds than any length needs
         before = result.generated
         kept, ids, shift = _window(tokenizer, prompt + before, model.config.context_len // 2, segment_s)
         if round_ == 0 and len(kept) < len(prompt):
             result.notices.append(f"The prompt is long; the model saw its last {len(kept)} notes.")
         new_ids: list[int] = []
-        for n_updates, new_ids in enumerate(
+        for n_updates, new_ids in enumerate(_each_step_in_inference_mode(
             sample(model, tokenizer, ids, end_step=round((end_s - shift) / step_s), config=sampling,
-                   seed=seed + round_)
-        ):
+                   seed=seed + round_, max_new_tokens=tokens_left)
+        )):
             if n_updates % NOTES_PER_UPDATE == 0:
                 yield _extended(result, before, tokenizer.decode(ids + new_ids)[len(kept):], shift)
         result = _extended(result, before, tokenizer.decode(ids + new_ids)[len(kept):], shift)
-        if len(ids) + len(new_ids) < model.config.context_len - 3:  # stopped at the end, not the context
+        tokens_left -= len(new_ids)
+        if tokens_left > 0 and len(ids) + len(new_ids) < model.config.context_len - 3:  # stopped at the end
+            break
+        if tokens_left < TOKENS_PER_NOTE:
+            result.notices.append(f"The music grew denser than a pianist could play ({MAX_NOTES_PER_S} notes "
+                                  "a second), so the continuation stops early; try a sparser prompt or another seed.")
             break
     result.done = True
     yield result
@@ -173,6 +183,23 @@ def save_continuation(result: Continuation, *, name: str = "continuation") -> Sa
     for old in sorted(scratch_dir("continuations").iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
         shutil.rmtree(old, ignore_errors=True)
     return Saved(wav, mid)
+
+
+def _each_step_in_inference_mode(steps: Iterator[list[int]]) -> Iterator[list[int]]:
+    """The sampler's steps, each run in torch's inference mode on the thread that asks for it.
+
+    The mode is per thread, and the app resumes a streaming generator on any of its worker threads:
+    a step resumed outside the mode fails on the KV cache it made inside it (8 concurrent clients,
+    bench/concurrency.py, failed 6 continuations of 16 that way).
+    """
+    import torch
+
+    while True:
+        with torch.inference_mode():
+            step = next(steps, None)
+        if step is None:
+            return
+        yield step
 
 
 def _last_onset(notes: list[pretty_midi.Note]) -> float:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pianoapp.errors import BadInputError
+from pianoapp.errors import BadInputError, EmptyMidiError
 from pianoapp.io.audio import load_audio, write_audio
 from pianoapp.io.files import file_kind
 from pianoapp.io.midi import read_midi, write_midi
@@ -21,4 +21,7 @@ def transcribe_file(path: str | Path, out: str | Path) -> Path:
     """Transcribe a recording to a piano MIDI file."""
     if file_kind(path) != "audio":
         raise BadInputError(f"{Path(path).name} is not a recording; transcribe takes an audio file.")
-    return write_midi(transcribe(load_audio(path)), out)
+    pm = transcribe(load_audio(path))
+    if not any(inst.notes for inst in pm.instruments):  # noise, a click: say so rather than write an empty file
+        raise EmptyMidiError(f"No piano notes were found in {Path(path).name}; transcribe takes a recording of piano music.")
+    return write_midi(pm, out)

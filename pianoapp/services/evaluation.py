@@ -42,6 +42,10 @@ def evaluate(
             "robustness": robustness(model_dir, data_dir=data_dir, split=split, seed=seed),
             "matching": evaluate_matching(load_model(model_dir), data_dir=data_dir, split=split, seed=seed),
         }
+    if target == "search":
+        from pianoapp.evaluate.search import evaluate_search
+
+        return evaluate_search(model_dir, data_dir=data_dir, split=split, seed=seed)
     if target == "arranger":
         from pianoapp.services.arrange import evaluate_arranger
 

@@ -2,9 +2,13 @@
 
 Every file becomes one item: its notes (recordings are transcribed with basic-pitch first) give key,
 tempo, texture, register and the rest (`data.attributes`); its metadata gives title, composer and
-collection. Search engine "metadata" embeds the item's description with MiniLM (`item_text`,
-`embed_texts`); the trained text–audio–MIDI model will embed items from their notes and sound instead,
-under a new `SPACE`, and indexes of the old space will ask to be rebuilt.
+collection. Two engines embed items and queries (`ENGINE`, one per installation):
+- "bind", when the trained text–audio–MIDI model is in models/bind (`models.bind`): an item is embedded
+  from its opening's sound and notes, the matcher's audio and MIDI windows through the model's adapters
+  (a score is rendered, a recording transcribed; the windows matching keeps are reused), a query by the
+  model's text tower;
+- "metadata" otherwise: the item's description embedded with MiniLM (`item_text`), queries likewise.
+Each names its `SPACE`; an index built in another space asks to be rebuilt.
 
 Files under the shared training data (POP909, ASAP, Nottingham) keep their collection's metadata
 (song names, composers, tune types). Demo items are named `music21:<corpus path>`, the same on every
@@ -32,13 +36,16 @@ from pianoapp import constants
 from pianoapp.data.attributes import note_attributes
 from pianoapp.data.captions import WORDINGS, caption_slots, describe
 from pianoapp.data.corpora import Item, load_collection
-from pianoapp.errors import BadInputError, PianoappError
-from pianoapp.index import MANIFEST, Index, is_index, locked, read_manifest
+from pianoapp.errors import BadInputError, NotAvailableError, PianoappError
+from pianoapp.index import MANIFEST, Index, ItemTimeline, is_index, locked, read_manifest
 from pianoapp.io.files import check_file, file_kind
 from pianoapp.io.midi import piano_notes, read_midi, write_midi
 
-ENGINE = "metadata"  # what answers a text query; "bind" once the trained model ships
-SPACE = "all-MiniLM-L6-v2/metadata-text-v1"  # the encoder and the item-text recipe (bump on any change)
+BIND_DIR = constants.MODELS_DIR / "bind"
+ENGINE = "bind" if (BIND_DIR / "model.safetensors").is_file() else "metadata"  # what answers a text query
+# The checkpoint (bind) or the encoder and item-text recipe (metadata; bump on any change) embeddings come from.
+SPACE = (f"bind/{hashlib.sha256((BIND_DIR / 'model.safetensors').read_bytes()).hexdigest()[:12]}" if ENGINE == "bind"
+         else "all-MiniLM-L6-v2/metadata-text-v1")
 DEMO_INDEX_DIR = constants.ASSETS_DIR / "demo-index"
 DEMO_COLLECTION = "music21"
 UPLOADS_COLLECTION = "your files"
@@ -91,6 +98,9 @@ def item_text(item: Item, attributes: dict) -> str:
 
 
 def embed_texts(texts: list[str]) -> np.ndarray:
+    """Texts (queries; for the metadata engine, item texts too) in the engine's space, unit rows."""
+    if ENGINE == "bind":
+        return load_bind().encode_texts(texts)
     from pianoapp.models.text_encoder import load_text_encoder  # torch and transformers: only when needed
 
     return load_text_encoder().encode(texts)
@@ -101,8 +111,54 @@ def embed_file(path: str | os.PathLike) -> np.ndarray:
     without adding it: where an upload would sit among indexed items."""
     path = Path(path)
     source = Source(str(path), path, UPLOADS_COLLECTION, _plain_item(path, UPLOADS_COLLECTION), upload=True)
-    _, text, _ = _record(source, _content_hash(check_file(path)), False)
-    return embed_texts([text])[0]
+    record, _, vector = _record(source, _content_hash(check_file(path)), False)
+    return vector if vector is not None else embed_texts([record["text"]])[0]
+
+
+_bind_lock = threading.Lock()
+
+
+def load_bind():
+    """The bind model, loaded once, checked against the installed matcher it composes with."""
+    from pianoapp.models.bind import matcher_id
+    from pianoapp.models.checkpoint import load_config, load_model
+
+    with _bind_lock:
+        trained_with = load_config(BIND_DIR).get("matcher")
+        if trained_with != matcher_id():
+            raise NotAvailableError(
+                f"The search model in {BIND_DIR} was trained with matcher {trained_with}, but models/matcher is "
+                f"{matcher_id()}; retrain it with `pianoapp train bind --config small --out {BIND_DIR}`."
+            )
+        return load_model(BIND_DIR, device="cpu")
+
+
+def item_vector(name: str, kind: str, notes: np.ndarray, audio: np.ndarray | None, timeline: ItemTimeline) -> np.ndarray:
+    """The bind engine's embedding of an item: the windows of its opening, audio and MIDI. Its own
+    modality's are the matching timeline's; the other's are made: a score's opening rendered, a
+    recording's transcription (`notes`) cut into note windows."""
+    import pretty_midi
+
+    from pianoapp.data.segments import SEGMENT_SECONDS
+    from pianoapp.data.sequences import START
+    from pianoapp.io.midi import notes_to_midi
+    from pianoapp.io.render import render
+    from pianoapp.services.match import audio_windows, note_windows
+
+    model = load_bind()
+    opening = model.config.opening_seconds
+    last_start = opening - SEGMENT_SECONDS + 1e-6  # windows wholly inside the opening, as in training
+    own = np.asarray(timeline.embeddings)[timeline.start_s <= last_start]
+    if kind == "audio":
+        made, starts = note_windows(notes[notes[:, START] < opening])
+    else:
+        played = [pretty_midi.Note(int(v), int(p), s, e) for s, e, p, v in notes.tolist() if s < opening]
+        made, starts = audio_windows(render(notes_to_midi(played))[: round(opening * constants.SAMPLE_RATE)])
+    made = made[starts <= last_start]
+    if not len(own) and not len(made):
+        raise BadInputError(f"{name} has no notes in its first {opening:g} s to search by.")
+    audio_w, midi_w = (own, made) if kind == "audio" else (made, own)
+    return model.encode_item(audio_w, midi_w)
 
 
 # Index folders ----------------------------------------------------------------------------------
@@ -320,29 +376,30 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
             todo.append((source, digest, with_windows))
     if progress:
         progress(len(sources) - len(todo), len(sources))
-    records, texts, windows = [], [], []
-    for done, ((source, *_), (record, text, item_windows, why)) in enumerate(zip(todo, _read_all(todo), strict=True), 1):
+    records, windows, vectors = [], [], []
+    for done, ((source, *_), (record, item_windows, vector, why)) in enumerate(zip(todo, _read_all(todo), strict=True), 1):
         if record is None:
             report.skipped.append((source.name, why))
         else:
             records.append(record)
-            texts.append(text)
             windows.append(item_windows)
+            vectors.append(vector)
         if progress:
             progress(len(sources) - len(todo) + done, len(sources))
     if sources and not records and not report.duplicates:
         reasons = " ".join(why for _, why in report.skipped[:3])
         raise BadInputError(f"None of the {len(sources)} files could be indexed: {reasons}")
     if records:
-        report.added = index.add(records, embed_texts(texts), windows if with_windows else None)
+        embeddings = np.stack(vectors) if ENGINE == "bind" else embed_texts([r["text"] for r in records])
+        report.added = index.add(records, embeddings, windows if with_windows else None)
     index.save()
     report.total = len(index)
     return report
 
 
-def _read_all(todo: list[tuple[Source, str, bool]]) -> Iterator[tuple[dict | None, str, tuple | None, str]]:
-    """(record, text, windows, "") or (None, "", None, why) per file, in order; many files are read
-    in parallel (music21 takes seconds per long score)."""
+def _read_all(todo: list[tuple[Source, str, bool]]) -> Iterator[tuple]:
+    """(record, windows, vector, "") or (None, None, None, why) per file, in order; many files are
+    read in parallel (music21 takes seconds per long score)."""
     workers = min(os.cpu_count() or 1, len(todo) // PARALLEL_FROM)
     if workers < 2:
         yield from map(_try_record, todo)
@@ -360,16 +417,16 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _try_record(job: tuple[Source, str, bool]) -> tuple[dict | None, str, tuple | None, str]:
+def _try_record(job: tuple[Source, str, bool]) -> tuple:
     try:
         return (*_record(*job), "")
     except PianoappError as err:
-        return None, "", None, str(err)
+        return None, None, None, str(err)
 
 
-def _record(source: Source, digest: str, with_windows: bool) -> tuple[dict, str, tuple | None]:
-    """An index item for a file, the text the engine embeds for it, and (if asked) what matching
-    keeps of it (`services.match.item_timeline`)."""
+def _record(source: Source, digest: str, with_windows: bool) -> tuple[dict, ItemTimeline | None, np.ndarray | None]:
+    """An index item for a file (its "text" is what the metadata engine embeds), what matching keeps
+    of it if asked (`services.match.item_timeline`), and its bind embedding with that engine."""
     from pianoapp.data.segments import note_rows
     from pianoapp.services.match import item_timeline
 
@@ -404,10 +461,10 @@ def _record(source: Source, digest: str, with_windows: bool) -> tuple[dict, str,
         "attributes": attributes,
         "text": text,
     }
-    windows = None
-    if with_windows:
-        windows = item_timeline("audio" if audio is not None else "midi", notes=note_rows(notes), audio=audio)
-    return record, text, windows
+    kind, rows = "audio" if audio is not None else "midi", note_rows(notes)
+    timeline = item_timeline(kind, notes=rows, audio=audio) if with_windows or ENGINE == "bind" else None
+    vector = item_vector(source.name, kind, rows, audio, timeline) if ENGINE == "bind" else None
+    return record, timeline if with_windows else None, vector
 
 
 def _plain_item(path: Path, collection: str, *, title: str | None = None) -> Item:
@@ -450,6 +507,10 @@ def _new_windows():
 
 
 def _engine_dim() -> int:
+    if ENGINE == "bind":
+        from pianoapp.models.checkpoint import load_config
+
+        return int(load_config(BIND_DIR)["model"]["embed_dim"])
     from pianoapp.models.text_encoder import load_text_encoder
 
     return load_text_encoder().dim

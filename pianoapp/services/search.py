@@ -1,8 +1,9 @@
 """Text search: a description in, the indexed pieces nearest to it out, best first.
 
-The engine answering now is "metadata" (`library.ENGINE`): the query and each item's description
-(title, composer, collection, key, tempo and words computed from its notes) are embedded with
-MiniLM and compared by cosine. The trained text–audio–MIDI model will replace it.
+The engine (`library.ENGINE`) is "bind" where the trained text–audio–MIDI model is installed: the query
+through its text tower, each item from how its opening sounds and what its notes do, compared by
+cosine (models/bind/MODEL_CARD.md). Without it, "metadata": the query and each item's description
+(title, composer, collection, key, tempo and words computed from its notes), both embedded with MiniLM.
 
 Hybrid: the cosine shortlist is re-ranked with a bonus for the query's words found in an item's title
 or composer, since a sentence embedding blurs names ("piano music by Joplin" otherwise prefers Irving
@@ -18,11 +19,15 @@ from pianoapp.errors import BadInputError
 from pianoapp.index import Filters  # Filters: the UI and CLI build them through this module
 from pianoapp.services import library
 
-ENGINE_NOTE = (
-    "Answering: **metadata search**: your words are compared (MiniLM sentence embeddings) with each "
-    "piece's description: title, composer, collection, key, tempo, and words computed from its notes "
-    "(tempo, mood, texture, register, dynamics). The trained text–music model will replace it."
-)
+ENGINE_NOTES = {
+    "bind": "Answering: **text–music search**: a model trained to put descriptions and music in one space "
+            "compares your words with how each piece sounds and what its notes do (its opening, rendered and "
+            "read by the audio and MIDI encoders); words of a title or composer in your query count extra.",
+    "metadata": "Answering: **metadata search**: your words are compared (MiniLM sentence embeddings) with each "
+                "piece's description: title, composer, collection, key, tempo, and words computed from its notes "
+                "(tempo, mood, texture, register, dynamics).",
+}
+ENGINE_NOTE = ENGINE_NOTES[library.ENGINE]
 EXAMPLE_QUERIES = (
     "a slow, sad piece in a minor key",
     "Bach chorale in four voices",

@@ -6,7 +6,7 @@ from pianoapp import constants
 from pianoapp.errors import BadInputError, NotAvailableError
 
 RECIPES = ("matcher", "bind", "lm", "arranger")
-TRAINABLE = ("lm", "matcher")
+TRAINABLE = ("lm", "matcher", "arranger", "bind")
 SIZES = ("tiny", "small", "base")
 RUNS_DIR = constants.REPO_ROOT / "runs"  # resume state and metrics logs; never shipped
 
@@ -55,6 +55,14 @@ def recipe_classes(recipe: str) -> tuple[type, type]:
         from pianoapp.train.trainer import TrainConfig
 
         return LMRecipe, TrainConfig
+    if recipe == "arranger":
+        from pianoapp.train.arranger import ArrangerRecipe, ArrangerTrainConfig
+
+        return ArrangerRecipe, ArrangerTrainConfig
+    if recipe == "bind":
+        from pianoapp.train.bind import BindRecipe, BindTrainConfig
+
+        return BindRecipe, BindTrainConfig
     from pianoapp.train.matcher import MatcherRecipe, MatcherTrainConfig
 
     return MatcherRecipe, MatcherTrainConfig

@@ -3,7 +3,6 @@ result to hear the matching span beside the recording and see both in one aligne
 
 import gradio as gr
 
-from pianoapp.services.match import match, span_preview
 from pianoapp.services.preview import clock
 from pianoapp.ui.components import (
     SUFFIXES,
@@ -56,6 +55,8 @@ def build() -> None:
 def find(upload: str | None, recorded: str | None, progress=gr.Progress()) -> tuple:  # noqa: B008
     """Match the upload (or the recording, if there is no upload) against the demo collection and
     the user's library."""
+    from pianoapp.services.match import match  # torch: loaded by the first match, not at start-up
+
     path = upload or recorded
     if not path:
         return gr.update(), warning_line("Upload a recording, MIDI or score, or record one, first."), [], None
@@ -77,6 +78,8 @@ def find(upload: str | None, recorded: str | None, progress=gr.Progress()) -> tu
 
 
 def show_span(rows: list[dict], path: str | None, evt: gr.SelectData) -> tuple:
+    from pianoapp.services.match import span_preview
+
     hidden = gr.update(value=None, visible=False)
     if not rows or path is None or evt.index is None:
         return hidden, hidden, ""

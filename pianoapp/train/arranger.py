@@ -1,0 +1,364 @@
+"""The arranger recipe (BOSSA's two stages on POP909): lead sheet + style reference → accompaniment.
+
+Data: `data.arrangement` pairs (4-bar segments, 2-bar hop, random transposition of the lead sheet
+and accompaniment together); each segment's style reference is another segment of the same song's
+PIANO track (untransposed), rendered through the render cache (`data.segments.render_pieces`, the
+matcher's training soundfonts) and augmented like the matcher's audio (gain, EQ, reverb, noise).
+`ArrangementPairs.reference` draws from every segment of the song; rendering all of those would take
+longer than the training run on a CPU, so references come from a pool, the segments starting every
+POOL_EVERY_BARS bars (`pooled_reference`), and those the run will use are rendered before it starts.
+
+Stage 1 (the first `stage1_steps` steps): Q-Former pre-training against the target accompaniment's
+tokens (its symbolic stream reads `<S>` and the segment's `<acc>` sections), with BOSSA's three
+objectives summed: contrastive (similarity = max over queries of the cosine with the `<S>` output,
+symmetric InfoNCE over the batch), matching (binary, on the positive pair and the batch's most
+similar other accompaniment: BLIP-2's hard negative, taken rather than sampled, one side only), and
+generative (the symbolic stream predicts the accompaniment tokens reading the queries). Stage 2:
+LoRA, the new token rows, the Q-Former and the prefix projection learn to write the accompaniment
+(loss on the target tokens only); the reference is dropped for `reference_dropout` of the examples,
+which trains the null prefix, the model's default style.
+
+Simplifications: the Q-Former starts from random weights (BOSSA: MusicBERT), its symbolic stream
+embeds tokens with the frozen LM's table; one hard negative per reference; one learning-rate schedule
+across both stages. On a CPU the passes run under bf16 autocast (the trainer autocasts on CUDA only):
+with AMX, the frozen LM's forward and backward take under half the fp32 time. Stage 1 calls the
+Q-Former's streams directly, past a DDP wrapper, so it is sized for one process.
+"""
+
+import os
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from pianoapp.data.arrangement import (
+    BAR,
+    HOP_BARS,
+    SEGMENT_BARS,
+    TRANSPOSE,
+    ArrangementCodec,
+    ArrangementExamples,
+    ArrangementPairs,
+    load_songs,
+)
+from pianoapp.data.attributes import MAJOR_TONICS
+from pianoapp.data.augment import AudioAugment, augment_audio
+from pianoapp.data.segments import TRAIN_SOUNDFONTS, Render, render_pieces
+from pianoapp.errors import BadInputError
+from pianoapp.models.arranger import REFERENCE_SECONDS, Arranger, reference_clip
+from pianoapp.models.registry import build, get_config
+from pianoapp.tokenizer import Tokenizer
+from pianoapp.train.trainer import TrainConfig
+
+
+@dataclass
+class ArrangerTrainConfig(TrainConfig):
+    stage1_steps: int = 200  # Q-Former pre-training steps before the arrangement stage
+    context_len: int = 448  # tokens per example (whole bars; 99% of 4-bar segments fit)
+    max_symbolic: int = 256  # stage 1: accompaniment tokens the Q-Former's symbolic stream reads
+    reference_dropout: float = 0.15  # stage 2: share of examples arranged without their reference
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.stage1_steps <= self.max_steps:
+            raise BadInputError(f"Training setting stage1_steps must be between 0 and max_steps "
+                                f"({self.max_steps}).")
+        if not 0 <= self.reference_dropout < 1:
+            raise BadInputError("Training setting reference_dropout must be in [0, 1).")
+
+
+POOL_EVERY_BARS = 32  # references start on these bars: about 2.6 per POP909 song
+
+
+def pooled_reference(pairs: ArrangementPairs, j: int, rng: np.random.Generator) -> int:
+    """`pairs.reference` drawn from the song's pool (segments starting every POOL_EVERY_BARS bars)
+    where the pool holds a segment apart from j; else from the whole song."""
+    rows = pairs.segments
+    song, first = rows[j]
+    pool = np.flatnonzero((rows[:, 0] == song) & (rows[:, 1] % POOL_EVERY_BARS == 0))
+    apart = pool[np.abs(rows[pool, 1] - first) >= pairs.bars]
+    return int(rng.choice(apart)) if len(apart) else pairs.reference(j, rng)
+
+
+def render_references(pairs: ArrangementPairs, segments: set[int]) -> dict[int, Render]:
+    """The first REFERENCE_SECONDS of the PIANO track of each segment, rendered (cached)."""
+    order = sorted(segments)
+    renders = render_pieces([pairs.piano(j) for j in order], soundfonts=TRAIN_SOUNDFONTS, per_piece=1,
+                            seconds=REFERENCE_SECONDS)
+    return dict(zip(order, renders))
+
+
+def reference_audio(render: Render) -> np.ndarray:
+    return reference_clip(render.audio(0, render.samples()))
+
+
+class ReferencedExamples(Dataset):
+    """`ArrangementExamples` with each item's style reference (`pooled_reference`) as audio and its
+    training stage: item i is the example with "reference" replaced and {"audio": float32
+    (REFERENCE_SAMPLES,), "stage": 1 or 2, "drop": bool} added, a pure function of (seed, i);
+    stage 1 for the first `stage1_items` items. `renders` must hold every reference `references(n)` names."""
+
+    def __init__(self, examples: ArrangementExamples, *, seed: int, augment: AudioAugment | None,
+                 stage1_items: int, drop: float):
+        self.examples, self.seed, self.augment = examples, seed, augment
+        self.stage1_items, self.drop = stage1_items, drop
+        self.renders: dict[int, Render] = {}
+
+    def _draw(self, i: int) -> tuple[dict, int, np.random.Generator]:
+        item = self.examples[i]
+        rng = np.random.default_rng([self.seed, i, 1])  # apart from the stream the example drew from
+        return item, pooled_reference(self.examples.pairs, item["segment"], rng), rng
+
+    def references(self, n: int) -> set[int]:
+        """The reference segments of items 0..n-1."""
+        return {self._draw(i)[1] for i in range(n)}
+
+    def __getitem__(self, i: int) -> dict:
+        item, reference, rng = self._draw(i)
+        audio = reference_audio(self.renders[reference])
+        if self.augment is not None:
+            audio = augment_audio(audio, rng, self.augment)
+        return {**item, "reference": reference, "audio": audio, "stage": 1 if i < self.stage1_items else 2,
+                "drop": bool(rng.random() < self.drop)}
+
+
+class ArrangerRecipe:
+    unit = "segments"
+
+    def __init__(self, name: str, config: ArrangerTrainConfig, *, data_dir: Path | None = None):
+        self.name, self.config, self.data_dir = name, config, data_dir
+        self.codec = ArrangementCodec(Tokenizer())
+        self.model_config = get_config(name, vocab_size=self.codec.tokenizer.vocab_size)
+        self._fixed: dict[str, list[dict]] = {}
+
+    def _pairs(self, split: str) -> ArrangementPairs:
+        pairs = ArrangementPairs(load_songs(split, data_dir=self.data_dir, max_songs=self.config.max_items))
+        if not len(pairs):
+            raise BadInputError(f"The {split} split has no segments in which the piano plays.")
+        return pairs
+
+    def build_model(self) -> nn.Module:
+        model = build(self.model_config)
+        init_new_rows(model, self.codec)
+        return model
+
+    def dataset(self) -> ReferencedExamples:
+        c = self.config
+        pairs = self._pairs("train")
+        examples = ArrangementExamples(pairs, self.codec, context_len=c.context_len, seed=c.seed)
+        per_step = c.batch_size * c.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+        data = ReferencedExamples(examples, seed=c.seed, augment=AudioAugment() if c.augment else None,
+                                  stage1_items=c.stage1_steps * per_step, drop=c.reference_dropout)
+        print(f"choosing the style references of {c.max_steps * per_step:,} examples", file=sys.stderr)
+        data.renders = render_references(pairs, data.references(c.max_steps * per_step))
+        return data
+
+    def _autocast(self, device: torch.device):
+        cpu = device.type == "cpu" and self.config.amp
+        return torch.autocast("cpu", dtype=torch.bfloat16) if cpu else nullcontext()
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+        arranger: Arranger = getattr(model, "module", model)
+        ids, target = _trimmed(batch["ids"], batch["target"], self.codec.tokenizer.pad_id)
+        with self._autocast(ids.device):
+            frames = arranger.frames(batch["audio"])
+            if int(batch["stage"][0]) == 1:
+                return sum(self._pretraining(arranger, frames, ids, target).values()), ids.shape[0]
+            logits = model(ids[:, :-1], frames, drop=batch["drop"])
+        return _target_nll(logits, ids, target), ids.shape[0]
+
+    def _pretraining(self, arranger: Arranger, frames: torch.Tensor, ids: torch.Tensor,
+                     target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage 1's three losses (see the module docstring)."""
+        q = arranger.qformer
+        tokens, padding = self._accompaniment_tokens(ids, target)
+        table = arranger.lm.tok_emb.weight.detach()
+        emb = F.embedding(tokens, table)
+        sim = style_similarity(arranger, frames, emb, padding)
+        labels = torch.arange(len(sim), device=sim.device)
+        logits = sim * q.logit_scale.exp().clamp(max=100)
+        logits = logits.float()
+        contrastive = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        with torch.no_grad():
+            negative = sim.float().fill_diagonal_(-torch.inf).argmax(dim=1)
+        match = q.joint(torch.cat([frames, frames]), torch.cat([emb, emb[negative]]),
+                        torch.cat([padding, padding[negative]]))
+        matching = F.binary_cross_entropy_with_logits(
+            match.float(), torch.cat([torch.ones_like(labels), torch.zeros_like(labels)]).float())
+        features = q.causal(frames, emb[:, :-1])
+        scores = (features @ table.T.to(features.dtype)).float()
+        nll = F.cross_entropy(scores.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+        nll = nll.view(len(tokens), -1)
+        real = ~padding[:, 1:]
+        generative = (nll * real).sum() / real.sum().clamp(min=1)
+        return {"contrastive": contrastive, "matching": matching, "generative": generative}
+
+    def _accompaniment_tokens(self, ids: torch.Tensor,
+                              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`<S>` and each example's target tokens (its `<acc>` sections), cut to max_symbolic and
+        right-padded: (tokens (B, L), padding (B, L) True at padding)."""
+        t = self.codec.tokenizer
+        keep = self.config.max_symbolic - 1
+        rows = [[t.bos_id] + row[mask].tolist()[:keep] for row, mask in zip(ids, target)]
+        length = max(map(len, rows))
+        tokens = torch.tensor([r + [t.pad_id] * (length - len(r)) for r in rows], device=ids.device)
+        return tokens, tokens == t.pad_id
+
+    def _fixed_examples(self, split: str) -> list[dict]:
+        """`eval_windows` unaugmented, untransposed examples of a split with their clean references."""
+        if split not in self._fixed:
+            pairs = self._pairs(split)
+            examples = ArrangementExamples(pairs, self.codec, context_len=self.config.context_len, seed=0,
+                                           transpose=False)
+            items = [examples[i] for i in range(self.config.eval_windows)]
+            renders = render_references(pairs, {item["reference"] for item in items})
+            self._fixed[split] = [{**item, "audio": reference_audio(renders[item["reference"]])}
+                                  for item in items]
+        return self._fixed[split]
+
+    @torch.no_grad()
+    def _held_out(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Target NLL with each example's reference, with none (the null prefix) and with another
+        example's; and how often the Q-Former finds each reference's accompaniment in the pool."""
+        arranger: Arranger = getattr(model, "module", model)
+        device = next(arranger.parameters()).device
+        items = self._fixed_examples(split)
+        totals = {"loss": 0.0, "loss_noref": 0.0, "loss_shuffled": 0.0}
+        sims = []
+        for start in range(0, len(items), self.config.batch_size):
+            chunk = items[start : start + self.config.batch_size]
+            ids = torch.stack([item["ids"] for item in chunk]).to(device)
+            target = torch.stack([item["target"] for item in chunk]).to(device)
+            audio = torch.from_numpy(np.stack([item["audio"] for item in chunk])).to(device)
+            ids, target = _trimmed(ids, target, self.codec.tokenizer.pad_id)
+            with self._autocast(device):
+                frames = arranger.frames(audio)
+                shuffled = frames.roll(1, dims=0)
+                for key, f in (("loss", frames), ("loss_noref", None), ("loss_shuffled", shuffled)):
+                    totals[key] += float(_target_nll(arranger(ids[:, :-1], f), ids, target)) * len(chunk)
+            sims.append((frames, *self._accompaniment_tokens(ids, target)))
+        # Retrieval over the whole pool: every reference against every accompaniment.
+        with self._autocast(device):
+            frames = torch.cat([f for f, _, _ in sims])
+            length = max(t.shape[1] for _, t, _ in sims)
+            pad = self.codec.tokenizer.pad_id
+            tokens = torch.cat([F.pad(t, (0, length - t.shape[1]), value=pad) for _, t, _ in sims])
+            sim = style_similarity(arranger, frames, F.embedding(tokens, arranger.lm.tok_emb.weight),
+                                   tokens == self.codec.tokenizer.pad_id)
+        r1 = float((sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean())
+        return {**{k: v / len(items) for k, v in totals.items()}, "style_r1": r1, "pool": float(len(items))}
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        return {f"val_{k}": v for k, v in self._held_out(model, "val").items()}
+
+    def checkpoint_extra(self) -> dict:
+        c = self.config
+        return {"tokenizer": self.codec.tokenizer.to_dict(),
+                "data": {"collections": ["pop909"], "segment_bars": SEGMENT_BARS, "hop_bars": HOP_BARS,
+                         "transpose": list(TRANSPOSE), "reference_seconds": REFERENCE_SECONDS,
+                         "soundfonts": list(TRAIN_SOUNDFONTS)},
+                "train": {k: getattr(c, k)
+                          for k in ("stage1_steps", "context_len", "reference_dropout", "augment")}}
+
+    def report(self, model_dir: Path) -> tuple[dict, str]:
+        """Held-out NLL with, without and with another reference on the test split, and the data."""
+        from pianoapp.models.checkpoint import load_model
+
+        test = self._held_out(load_model(model_dir, device="cpu"), "test")
+        counts = {split: len(load_songs(split, data_dir=self.data_dir, max_songs=self.config.max_items))
+                  for split in ("train", "val", "test")}
+        songs = ", ".join(f"{split} {n:,}" for split, n in counts.items())
+        c, m = self.config, self.model_config
+        new_rows = m.vocab_size - self.codec.tokenizer.extra_offset
+        shift = f"{TRANSPOSE[0]}..+{TRANSPOSE[1]}"
+        text = f"""## Model
+
+BOSSA on Pianoapp's parts: the frozen piano LM `models/{m.lm}` with LoRA rank {m.lora_rank}
+(alpha {m.lora_alpha:g}) on its attention projections and {new_rows} trainable embedding rows for
+the arrangement tokens (chord roots and basses start as the mean embedding of their pitch class's
+notes, `<bar>` as `<T>`); a Q-Former ({m.qformer.n_layers} layers, {m.qformer.d_model} wide,
+{m.qformer.n_queries} queries) over the frozen audio encoder of `models/{m.audio}`, projected into
+the LM's embedding space as a {m.qformer.n_queries}-position prefix; a learned null prefix for no
+reference. This folder holds only the trained parts; loading composes them with the two frozen
+models.
+
+## Data
+
+POP909 lead sheets (MELODY track, chord annotations, beat-annotated bars) and PIANO tracks, in
+{SEGMENT_BARS}-bar segments with a {HOP_BARS}-bar hop, transposed by {shift} semitones. Each
+segment's style reference is another segment of the same song (from a pool: segments starting
+every {POOL_EVERY_BARS} bars), its first {REFERENCE_SECONDS:g} s rendered with
+{' or '.join(TRAIN_SOUNDFONTS)} and augmented (gain, EQ, reverb, noise). Song-disjoint splits;
+songs per split: {songs}.
+
+## Training
+
+Stage 1, {c.stage1_steps} steps: Q-Former pre-training (contrastive + matching + generative
+against the target accompaniment's tokens). Stage 2, {c.max_steps - c.stage1_steps} steps: LoRA,
+new rows, Q-Former and projection on the accompaniment tokens only, the reference dropped for
+{c.reference_dropout:.0%} of the examples. Examples of at most {c.context_len} tokens (whole bars).
+
+## Held-out loss ({len(self._fixed_examples('test'))} test segments, untransposed)
+
+Target-token NLL (nats): with the segment's own style reference {test['loss']:.3f}, with no
+reference {test['loss_noref']:.3f}, with another segment's reference {test['loss_shuffled']:.3f}.
+The Q-Former finds each reference's accompaniment among the {int(test['pool'])} in the pool
+{test['style_r1']:.0%} of the time (chance {1 / test['pool']:.0%}).
+"""
+        return {f"test_{k}": v for k, v in test.items() if k != "pool"}, text
+
+
+@torch.no_grad()
+def init_new_rows(arranger: Arranger, codec: ArrangementCodec) -> None:
+    """Start the arrangement tokens where the frozen LM can read them: each chord root and bass as
+    the mean embedding of the note tokens of its pitch class (the root's from C2 to C6, the bass's
+    from C1 to C4), `<bar>` as the segment token `<T>`, each rescaled to the note embeddings' mean
+    norm; the other new rows keep their random start. (From random rows, 550 steps taught the model
+    little of what a chord symbol means: generated accompaniments matched their chords 10-20% of the time.)"""
+    t = codec.tokenizer
+    base, extra = arranger.lm.tok_emb.base, arranger.lm.tok_emb.extra
+    notes = base[t.note_offset : t.onset_offset]
+    notes = notes.view(-1, t.config.velocity_bins, base.shape[1])  # (pitch, velocity bin, d)
+    pitches = torch.arange(t.config.pitch_min, t.config.pitch_max + 1)
+    norm = base[t.note_offset : t.onset_offset].norm(dim=1).mean()
+
+    def put(token: str, row: torch.Tensor) -> None:
+        extra[t.token_to_id[token] - t.extra_offset] = row * norm / row.norm()
+
+    for pc, name in enumerate(MAJOR_TONICS):
+        for kind, (lo, hi) in (("root", (36, 84)), ("bass", (24, 60))):
+            chosen = (pitches % 12 == pc) & (pitches >= lo) & (pitches <= hi)
+            put(f"{kind}:{name}", notes[chosen].mean(dim=(0, 1)))
+    put(BAR, base[t.time_id])
+
+
+def style_similarity(arranger: Arranger, frames: torch.Tensor, tokens: torch.Tensor,
+                     padding: torch.Tensor) -> torch.Tensor:
+    """BOSSA's audio–symbolic similarity (B_audio, B_symbolic): the largest cosine between any query
+    output and the symbolic stream's `<S>` output, in the contrastive space."""
+    q = arranger.qformer
+    style = F.normalize(q.style_proj(q(frames)).float(), dim=-1)  # (B, K, e)
+    symbolic = F.normalize(q.symbolic_proj(q.symbolic(tokens, padding)[:, 0]).float(), dim=-1)  # (B, e)
+    return torch.einsum("ike,je->ijk", style, symbolic).amax(dim=-1)
+
+
+def _trimmed(ids: torch.Tensor, target: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch cut after its longest real sequence."""
+    n = int((ids != pad_id).sum(dim=1).max())
+    return ids[:, :n], target[:, :n]
+
+
+def _target_nll(logits: torch.Tensor, ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of the target tokens (ids[:, 1:] where target) under logits for ids[:, :-1]."""
+    nll = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+    nll = nll.view_as(ids[:, 1:])
+    mask = target[:, 1:]
+    return (nll * mask).sum() / mask.sum().clamp(min=1)
+
