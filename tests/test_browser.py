@@ -135,9 +135,9 @@ def test_demo_file_example_previews(page):
     examples = asset_examples("midi")
     if not examples:
         pytest.skip("no demo MIDI files in assets/")
-    summary = preview_file(examples[-1]).summary  # what the page must show for this very file
-    panel = _open_tab(page, "Continue")
-    panel.get_by_role("button", name=Path(examples[-1]).name).click()
+    summary = preview_file(examples[0]).summary  # what the page must show for this very file
+    panel = _open_tab(page, "Continue")  # the first example: on the first page of examples
+    panel.get_by_role("button", name=Path(examples[0]).name).click()
     panel.locator(".preview-status", has_text=summary).first.wait_for(timeout=30_000)
     _expect_preview(panel)
 

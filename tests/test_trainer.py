@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pianoapp.errors import BadInputError, NotAvailableError
+from pianoapp.errors import BadInputError
 from pianoapp.models import registry
 from pianoapp.models.checkpoint import load_config, load_model
 from pianoapp.tokenizer import Tokenizer
@@ -64,11 +64,9 @@ def test_overrides_are_typed():
         apply_overrides(TrainConfig(), {"batch_size": 0})
 
 
-def test_unknown_and_unbuilt_recipes_say_so(tmp_path):
+def test_unknown_recipes_and_configs_say_so(tmp_path):
     with pytest.raises(BadInputError):
         run("gpt", out_dir=tmp_path)
-    with pytest.raises(NotAvailableError, match="not available yet"):
-        run("arranger", out_dir=tmp_path)
     with pytest.raises(BadInputError):
         run("lm", "huge", out_dir=tmp_path)
 
