@@ -195,21 +195,38 @@ def test_upload_names_never_become_paths_in_the_index(tmp_path):
 
 
 def test_a_failed_upload_leaves_no_files_behind(tmp_path, monkeypatch):
+    from pianoapp.index import Index
     from pianoapp.services import library
 
     index = tmp_path / "index"
     library.add_uploads([ASSETS / "mozart_k545_opening.mid"], index)
-    before = sorted(p.relative_to(index) for p in index.rglob("*"))
+
+    def files() -> list[Path]:
+        return sorted(p.relative_to(index) for p in index.rglob("*"))
+
+    before = files()
     damaged = tmp_path / "damaged.mid"
     damaged.write_bytes((ASSETS / "joplin_maple_leaf_rag_opening.mid").read_bytes()[:60])
     with pytest.raises(BadInputError):
         library.add_uploads([damaged], index)
-    assert sorted(p.relative_to(index) for p in index.rglob("*")) == before
+    assert files() == before
 
-    def crash(*args, **kwargs):  # the process fails while embedding, after the copies were made
+    def half_a_copy(src, dst):  # the disk fills up halfway through copying the upload
+        Path(dst).write_bytes(Path(src).read_bytes()[:100])
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(library.shutil, "copyfile", half_a_copy)
+        with pytest.raises(OSError):
+            library.add_uploads([ASSETS / "bach_chorale_bwv66.6.mid"], index)
+    assert files() == before  # no truncated copy left under the content's name
+
+    def crash(self):  # the process fails saving, after the copy was made and the item added in memory
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(library, "embed_texts", crash)
-    with pytest.raises(RuntimeError):
-        library.add_uploads([ASSETS / "bach_chorale_bwv66.6.mid"], index)
-    assert sorted(p.relative_to(index) for p in index.rglob("*")) == before
+    with monkeypatch.context() as m:
+        m.setattr(Index, "save", crash)
+        with pytest.raises(RuntimeError):
+            library.add_uploads([ASSETS / "bach_chorale_bwv66.6.mid"], index)
+    assert files() == before
+    assert len(library.add_uploads([ASSETS / "bach_chorale_bwv66.6.mid"], index).added) == 1

@@ -38,7 +38,7 @@ from pianoapp.data.captions import WORDINGS, caption_slots, describe
 from pianoapp.data.corpora import Item, load_collection
 from pianoapp.errors import BadInputError, NotAvailableError, PianoappError
 from pianoapp.index import MANIFEST, Index, ItemTimeline, is_index, locked, read_manifest
-from pianoapp.io.files import check_file, file_kind
+from pianoapp.io.files import check_file, file_kind, write_atomic
 from pianoapp.io.midi import piano_notes, read_midi, write_midi
 
 BIND_DIR = constants.MODELS_DIR / "bind"
@@ -292,18 +292,19 @@ def add_uploads(uploads: Iterable[str | os.PathLike], index_dir: str | os.PathLi
             except PianoappError as err:
                 skipped.append((upload.name, str(err)))
                 continue
-            if not copy.exists():
-                shutil.copyfile(upload, copy)
+            if not copy.exists():  # atomic: a copy cut short by a crash would pass for the content later
+                write_atomic(copy, lambda tmp, upload=upload: shutil.copyfile(upload, tmp))
             item = _plain_item(copy, UPLOADS_COLLECTION, title=_title(upload))
             sources.append(Source(str(copy), upload, UPLOADS_COLLECTION, item, upload=True))
         if not sources:
             raise BadInputError(" ".join(why for _, why in skipped) or "Choose MIDI, MusicXML or audio files to add.")
+        saved = {it["path"] for it in index.items}
         try:
             report = _index_files(index, sources, progress=progress)
+            saved = {it["path"] for it in index.items}
         finally:
-            kept = {it["path"] for it in index.items}
-            for orphan in store.iterdir():  # copies of uploads that could not be indexed
-                if str(orphan) not in kept:
+            for orphan in store.iterdir():  # copies the saved index does not hold: not indexed, or not saved
+                if str(orphan) not in saved:
                     orphan.unlink(missing_ok=True)
     report.skipped[:0] = skipped
     return report
