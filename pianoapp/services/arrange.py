@@ -34,7 +34,9 @@ from pianoapp.services.preview import clock, scratch_dir
 
 DEFAULT_MODEL = "arranger"
 DEFAULT_BARS = 16  # the tab's starting value: the demo lead sheet's length
-TEMPERATURE = 0.9
+# Sampling: of temperatures 0.5, 0.7 and 0.9 (min-p 0.05) on 24 val segments, 0.5 followed the
+# chords best (chord accuracy 0.54 against 0.46 and less), at no cost to melody preservation.
+TEMPERATURE = 0.5
 MIN_P = 0.05
 MAX_BAR_TOKENS = 240  # a bar's accompaniment: 80 notes, far more than POP909's busiest
 KEEP_SAVED = 32  # saved results kept on disk; the app serves its own copies
@@ -154,7 +156,11 @@ def _decoder(arranger):
 
 def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | None, *, seed: int = 0,
                   temperature: float = TEMPERATURE, min_p: float = MIN_P) -> list[pretty_midi.Note]:
-    """The accompaniment of a lead sheet (see the module docstring); the same seed gives the same notes."""
+    """The accompaniment of a lead sheet (see the module docstring); the same seed gives the same notes.
+
+    A bar ends when the model closes it, when a note lands on the next downbeat (the codec's grammar
+    lets onsets reach the bar's end, but notes there belong to the next bar), or after MAX_BAR_TOKENS.
+    A window also starts over early when the next bar might not fit the LM's context."""
     import torch
 
     from pianoapp.data.arrangement import HOP_BARS, SEGMENT_BARS
@@ -164,19 +170,28 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
     t = codec.tokenizer
     device = next(lm.parameters()).device
     generator = torch.Generator().manual_seed(seed)
+    room = lm.config.context_len - arranger.n_prefix - MAX_BAR_TOKENS  # for a window's given tokens
     bars: list[list[int]] = []  # each bar's lead sheet and the accompaniment written for it
+    used = 0
     with torch.inference_mode(), one_thread():
         frames = None if reference is None else arranger.frames(torch.from_numpy(reference)[None].to(device))
         prefix = arranger.prefix(frames)
         for k in range(sheet.n_bars):
             prompt = codec.bar_prompt(sheet, k)
-            if k == 0 or (k >= SEGMENT_BARS and (k - SEGMENT_BARS) % HOP_BARS == 0):
+            moves_on = k >= SEGMENT_BARS and (k - SEGMENT_BARS) % HOP_BARS == 0
+            if k == 0 or moves_on or used + len(prompt) > room:
                 kept = bars[max(k - (SEGMENT_BARS - HOP_BARS), 0) : k]
-                window = [t.bos_id, *(i for bar in kept for i in bar)]
-                logits, cache = lm(torch.tensor([window + prompt], device=device), prefix_embeds=prefix)
+                while kept and 1 + sum(map(len, kept)) + len(prompt) > room:
+                    kept = kept[1:]
+                window = [t.bos_id, *(i for bar in kept for i in bar), *prompt]
+                logits, cache = lm(torch.tensor([window], device=device), prefix_embeds=prefix)
+                used = len(window)
             else:
                 logits, cache = lm(torch.tensor([prompt], device=device), cache=cache)
+                used += len(prompt)
             written = prompt[:]
+            bar_steps = prompt[2] - t.dur_offset + 1  # the header's length token
+            segment = onset = 0
             for _ in range(MAX_BAR_TOKENS):
                 allowed = torch.from_numpy(codec.allowed_next(written))
                 scores = (logits[0, -1].float().cpu() / temperature).masked_fill_(~allowed, float("-inf"))
@@ -184,7 +199,13 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
                 if token in (codec.bar_id, t.eos_id):  # bar done; the next bar's prompt opens with <bar>
                     break
                 written.append(token)
+                kind = t.token_kind(token)
+                segment += kind == "time"
+                onset = segment * t.n_onsets + token - t.onset_offset if kind == "onset" else onset
+                if kind == "dur" and onset >= bar_steps:
+                    break
                 logits, cache = lm(torch.tensor([[token]], device=device), cache=cache)
+                used += 1
             bars.append(written)
     decoded = codec.decode([t.bos_id, *(i for bar in bars for i in bar), t.eos_id], sheet.downbeats)
     return [pretty_midi.Note(n.velocity, n.pitch, n.start, min(n.end, sheet.end_s))
