@@ -29,7 +29,7 @@ from pianoapp.index import Index
 from pianoapp.services import library
 from pianoapp.services.search import word_overlap
 
-WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)  # the service uses search.WORD_BONUS
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)  # the service uses search.WORD_BONUS
 
 
 def main() -> None:

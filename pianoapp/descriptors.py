@@ -4,6 +4,10 @@ A4 (audio): log-magnitude energy in 8 octave bands from 47 Hz to 12 kHz plus its
 each band z-scored within the segment → (frames, 16).
 D4 (MIDI): each note's pitch interval to its previous and next note, raw and octave-clamped,
 divided by 24 → (notes, 4).
+Piece descriptors (the search model's MIDI tower, `models.bind`): what `data.attributes` measures
+over a whole piece's notes (key, tempo, density, register, dynamics, texture), as one vector
+(PIECE_DIM,), so that an item's embedding knows what its 20 s of windows cannot: the key and tempo
+of the whole piece.
 
 The torch functions are the implementation (the encoders compute descriptors on batches, sharing
 the audio encoder's STFT); `octave_band_energy`, `a4` and `d4` are the numpy door to them.
@@ -16,12 +20,15 @@ import numpy as np
 import torch
 
 from pianoapp import constants
+from pianoapp.data.attributes import MAJOR_TONICS, MINOR_TONICS
 
 A4_N_FFT = 2048
 A4_HOP = 512
 A4_BAND_EDGES_HZ = (47.0, 94.0, 188.0, 375.0, 750.0, 1500.0, 3000.0, 6000.0, 12000.0)
 A4_DIM = 2 * (len(A4_BAND_EDGES_HZ) - 1)
 D4_DIM = 4
+TEXTURES = ("monophonic", "homophonic", "polyphonic")
+PIECE_DIM = 24 + 9 + len(TEXTURES)
 
 
 def stft_magnitude(audio: torch.Tensor) -> torch.Tensor:
@@ -87,3 +94,27 @@ def d4(pitches: np.ndarray) -> np.ndarray:
     """Local pitch intervals for a note sequence in onset order: float32 (notes, 4)."""
     p = torch.as_tensor(np.asarray(pitches, dtype=np.int64))
     return d4_features(p, torch.ones_like(p, dtype=torch.bool)).numpy()
+
+
+def piece_descriptors(attributes: dict) -> np.ndarray:
+    """`data.attributes.note_attributes` of a piece as float32 (PIECE_DIM,): its key one-hot (12 major
+    tonics, then 12 minor), then key strength, log tempo, log density, polyphony, register, range,
+    loudness (and whether velocities are all equal), log duration, and texture one-hot; each scaled
+    to about [-1, 1]."""
+    out = np.zeros(PIECE_DIM, np.float32)
+    tonic, mode = attributes["key"].split()
+    out[MAJOR_TONICS.index(tonic) if mode == "major" else 12 + MINOR_TONICS.index(tonic)] = 1.0
+    bpm = attributes["tempo_bpm"]
+    out[24:33] = (
+        attributes["key_strength"],
+        np.log2(bpm / 100.0) if bpm > 0 else 0.0,  # 0: too few onsets to tell, read as the prior's centre
+        np.log2(max(attributes["density"], 0.25) / 4.0) / 3.0,
+        (attributes["polyphony"] - 1.0) / 4.0,
+        (attributes["mean_pitch"] - 64.0) / 12.0,
+        attributes["pitch_range"] / 48.0 - 1.0,
+        attributes["mean_velocity"] / 64.0 - 1.0,
+        float(attributes["dynamics"] == "unmarked"),
+        np.log2(max(attributes["duration_s"], 1.0) / 60.0) / 3.0,
+    )
+    out[33 + TEXTURES.index(attributes["texture"])] = 1.0
+    return out

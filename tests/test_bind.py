@@ -14,6 +14,7 @@ from pianoapp.data.segments import note_rows
 from pianoapp.errors import BadInputError
 from pianoapp.io.midi import notes_to_midi, piano_notes, read_midi
 from pianoapp.io.render import render
+from pianoapp.descriptors import PIECE_DIM, piece_descriptors
 from pianoapp.models.bind import matcher_id
 from pianoapp.models.checkpoint import load_model, save_model
 from pianoapp.models.registry import build_model
@@ -24,7 +25,7 @@ from pianoapp.train.bind import CaptionedRuns, ItemFeatures, trimodal_loss
 from pianoapp.train.trainer import TrainConfig, make_optimizer
 
 OPENING_S = 20.0
-OWN_PARAMS = ("text.proj.", "audio_adapter.", "midi_adapter.", "logit_scale")
+OWN_PARAMS = ("text.proj.", "audio_adapter.", "midi_adapter.", "descriptors.", "logit_scale")
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,10 @@ def asset_features(assets_dir) -> list[ItemFeatures]:
 
 def test_item_embedding_is_the_normalised_mean_of_its_audio_and_midi_embeddings(tiny, asset_features):
     f = asset_features[0]
-    both = tiny.encode_item(f.audio, f.midi)
-    audio_only = tiny.encode_item(f.audio, f.midi[:0])
-    midi_only = tiny.encode_item(f.audio[:0], f.midi)
+    descriptors = piece_descriptors(f.attributes)
+    both = tiny.encode_item(f.audio, f.midi, descriptors)
+    audio_only = tiny.encode_item(f.audio, f.midi[:0], descriptors)
+    midi_only = tiny.encode_item(f.audio[:0], f.midi, descriptors)
     expected = (audio_only + midi_only) / np.linalg.norm(audio_only + midi_only)
     np.testing.assert_allclose(both, expected, atol=1e-5)
     np.testing.assert_allclose([np.linalg.norm(v) for v in (both, audio_only, midi_only)], 1.0, atol=1e-5)
@@ -66,7 +68,16 @@ def test_item_embedding_is_the_normalised_mean_of_its_audio_and_midi_embeddings(
     np.testing.assert_allclose(audio_only, (mean / mean.norm()).numpy(), atol=1e-5)
     assert not np.allclose(audio_only, midi_only, atol=1e-2)  # two towers, two views
     with pytest.raises(ValueError):
-        tiny.encode_item(f.audio[:0], f.midi[:0])
+        tiny.encode_item(f.audio[:0], f.midi[:0], descriptors)
+
+
+def test_piece_descriptors_carry_the_key_and_tempo_of_real_files(asset_features):
+    for f in asset_features:
+        d = piece_descriptors(f.attributes)
+        assert d.shape == (PIECE_DIM,) and np.isfinite(d).all() and np.abs(d).max() <= 3
+        assert d[:24].sum() == 1 and (np.argmax(d[:24]) >= 12) == f.attributes["key"].endswith("minor")
+    faster = {**asset_features[0].attributes, "tempo_bpm": 2 * asset_features[0].attributes["tempo_bpm"]}
+    assert np.isclose(piece_descriptors(faster)[25] - piece_descriptors(asset_features[0].attributes)[25], 1.0)
 
 
 def test_only_lora_projection_adapters_and_temperature_train_and_ship(tiny, tmp_path):
@@ -76,7 +87,7 @@ def test_only_lora_projection_adapters_and_temperature_train_and_ship(tiny, tmp_
     frozen = sum(p.numel() for p in tiny.parameters() if not p.requires_grad)
     assert frozen > 20_000_000  # MiniLM stays as it came
     assert set(tiny.state_dict()) == trainable  # the checkpoint holds only what trains
-    no_lora = build_model("bind-tiny", lora_rank=0, adapter_hidden=0)
+    no_lora = build_model("bind-tiny", lora_rank=0, adapter_hidden=0, descriptor_hidden=0)
     assert {n for n, p in no_lora.named_parameters() if p.requires_grad} == {"logit_scale", "text.proj.weight",
                                                                                "text.proj.bias"}
 
@@ -99,7 +110,7 @@ def test_a_few_steps_on_real_features_lower_the_loss(asset_features):
     def loss() -> torch.Tensor:
         tokens = model.tokenize(batch["caption"])
         return trimodal_loss(model(tokens["input_ids"], tokens["attention_mask"], batch["audio"],
-                                   batch["audio_mask"], batch["midi"], batch["midi_mask"]))
+                                   batch["audio_mask"], batch["midi"], batch["midi_mask"], batch["descriptors"]))
 
     losses = []
     for _ in range(12):
@@ -109,6 +120,12 @@ def test_a_few_steps_on_real_features_lower_the_loss(asset_features):
         optimizer.zero_grad()
         losses.append(value.item())
     assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+    # The descriptor MLP started at zero and learned: a piece in another key now embeds elsewhere.
+    f = asset_features[0]
+    other_key = {**f.attributes, "key": "F# minor" if f.attributes["key"] != "F# minor" else "C major"}
+    model.eval()
+    moved = [model.encode_item(f.audio[:0], f.midi, piece_descriptors(a)) for a in (f.attributes, other_key)]
+    assert float(moved[0] @ moved[1]) < 0.999
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,7 @@ def test_cli_build_then_search_json_keeps_paths_as_given(corpus, tmp_path, capsy
     (["search", "waltz", "--index", "{tmp}"], "not a Pianoapp index"),
     (["index", "add", "{tmp}/none.mid", "--index", "{idx}"], "no such file"),
     (["index", "remove", "never-indexed.mid", "--index", "{idx}"], "Not in the index"),
-    (["index", "build", "{tmp}/bad.mid", "--out", "{tmp}/new"], "could be indexed"),
+    (["index", "build", "{tmp}/bad.mid", "--out", "{tmp}/new"], "The file could not be indexed: bad.mid"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, small_index, tmp_path, capsys):
     (tmp_path / "bad.mid").write_text("not a song")

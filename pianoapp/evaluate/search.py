@@ -12,7 +12,7 @@ metadata baseline can match, the rest is what only the music can answer.
 
 Methods, all in one run: random order; MiniLM cosine between the query and each item's plain
 metadata line (`data.captions.describe`: title, composer, collection, key, tempo); the bind model
-and its baselines without LoRA / adapters where they were trained; "+ names" rows add the search
+and its baselines without LoRA / adapters / piece descriptors where they were trained; "+ names" rows add the search
 service's title/composer word bonus (`services.search.word_overlap`), as the app ranks.
 """
 
@@ -23,13 +23,15 @@ import numpy as np
 import torch
 
 from pianoapp.data.captions import captions, describe
+from pianoapp.descriptors import piece_descriptors
 from pianoapp.errors import BadInputError
 
 KS = (1, 5, 10)
 POOL = 199
 SEEDS = 5
 COMMAND = "pianoapp eval search --json"
-BASELINES = {"no-lora": "bind without LoRA", "no-adapters": "bind without adapters"}  # subfolders of the model's
+BASELINES = {"no-lora": "bind without LoRA", "no-adapters": "bind without adapters",
+             "no-descriptors": "bind without descriptors"}  # subfolders of the model's
 SUBSETS = ("all", "names", "no_names")
 
 
@@ -68,7 +70,9 @@ def item_embeddings(model: torch.nn.Module, features: list, *, batch_size: int =
                 padded[k, : len(a)], mask[k, : len(a)] = torch.from_numpy(a.astype(np.float32)), True
             towers.append((padded, mask))
         (audio, audio_mask), (midi, midi_mask) = towers
-        out.append(model.fuse(model.embed_audio(audio, audio_mask), model.embed_midi(midi, midi_mask)).float().numpy())
+        descriptors = torch.from_numpy(np.stack([piece_descriptors(f.attributes) for f in chunk]))
+        out.append(model.fuse(model.embed_audio(audio, audio_mask),
+                              model.embed_midi(midi, midi_mask, descriptors)).float().numpy())
     return np.concatenate(out)
 
 
@@ -80,8 +84,8 @@ def names_item(query: str, item) -> bool:
 
 def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
                     split: str = "test", seed: int = 0, seeds: int = SEEDS, pool: int = POOL) -> dict:
-    """The protocol above for the bind model in model_dir (baselines from its no-lora/ and
-    no-adapters/ subfolders when present); a JSON-ready dict."""
+    """The protocol above for the bind model in model_dir (baselines from its `BASELINES` subfolders
+    when present); a JSON-ready dict."""
     from pianoapp.data.segments import COLLECTIONS
     from pianoapp.models.bind import matcher_id
     from pianoapp.models.checkpoint import load_config, load_model

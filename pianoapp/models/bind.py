@@ -6,7 +6,10 @@ Three towers:
 - audio and MIDI: the shipped matcher's towers, frozen and run outside this module. It takes their
   4 s window embeddings (`services.match.audio_windows` / `note_windows`), unit-normalised, through a
   small residual MLP adapter per modality; an item's audio (MIDI) embedding is the mean of its
-  adapted windows, so the shared space is the matcher's own 256-d space, nudged.
+  adapted windows, so the shared space is the matcher's own 256-d space, nudged. The MIDI tower also
+  reads the whole piece's descriptors (`descriptors.piece_descriptors`: key, tempo, density, register,
+  dynamics, texture) through a small MLP added to its pooled windows: 20 s of 4 s windows cannot say
+  what key or tempo a whole piece is in, and captions do.
 An item's search embedding is the normalised mean of its normalised audio and MIDI embeddings.
 
 Only the LoRA weights, the projection, the adapters and the temperature belong to this model: its
@@ -30,8 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pianoapp import constants
+from pianoapp.descriptors import PIECE_DIM
 from pianoapp.errors import BadInputError
-from pianoapp.models.text_encoder import FEW_TEXTS, TextEncoder, TextEncoderConfig, _threads, backbone_dir
+from pianoapp.models import text_encoder
+from pianoapp.models.text_encoder import TextEncoder, TextEncoderConfig, backbone_dir
 
 MATCHER_DIR = constants.MODELS_DIR / "matcher"
 LORA_TARGETS = ("query", "key", "value")  # MiniLM's (BERT's) attention projections
@@ -57,6 +62,7 @@ class BindConfig:
     lora_dropout: float = 0.1
     adapter_hidden: int = 512  # 0: no adapters, the matcher's window embeddings are used as they are
     adapter_dropout: float = 0.1
+    descriptor_hidden: int = 0  # 0: the MIDI tower reads its windows only (no piece descriptors)
     max_tokens: int = 128  # captions are ~30 tokens; longer queries are cut
     opening_seconds: float = 20.0  # an item is embedded from the windows of its first this-many seconds
     init_temperature: float = 0.07
@@ -75,6 +81,20 @@ class Adapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
+
+
+class DescriptorEncoder(nn.Module):
+    """Piece descriptors (B, PIECE_DIM) → (B, dim), added to the MIDI tower's pooled windows; the last
+    layer starts at zero, so training starts from the windows alone."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(PIECE_DIM, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
+        return self.net(descriptors.float())
 
 
 class TextTower(nn.Module):
@@ -112,6 +132,8 @@ class Bind(nn.Module):
         d = config.embed_dim
         self.audio_adapter = Adapter(d, config.adapter_hidden, config.adapter_dropout) if config.adapter_hidden else nn.Identity()
         self.midi_adapter = Adapter(d, config.adapter_hidden, config.adapter_dropout) if config.adapter_hidden else nn.Identity()
+        self.descriptors = (DescriptorEncoder(d, config.descriptor_hidden, config.adapter_dropout)
+                            if config.descriptor_hidden else None)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
 
     # What the checkpoint holds: everything but the pretrained MiniLM weights.
@@ -142,13 +164,18 @@ class Bind(nn.Module):
         """Audio-tower window embeddings (B, W, embed_dim) with a mask (B, W) of real windows → (B, embed_dim)."""
         return _pool(self.audio_adapter(F.normalize(windows.float(), dim=-1)), mask)
 
-    def embed_midi(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return _pool(self.midi_adapter(F.normalize(windows.float(), dim=-1)), mask)
+    def embed_midi(self, windows: torch.Tensor, mask: torch.Tensor, descriptors: torch.Tensor) -> torch.Tensor:
+        """MIDI-tower window embeddings (B, W, embed_dim), their mask, and the pieces' descriptors
+        (B, PIECE_DIM; read only by a model with `descriptor_hidden`) → (B, embed_dim)."""
+        pooled = _pool(self.midi_adapter(F.normalize(windows.float(), dim=-1)), mask)
+        return pooled if self.descriptors is None else F.normalize(pooled + self.descriptors(descriptors), dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio: torch.Tensor,
-                audio_mask: torch.Tensor, midi: torch.Tensor, midi_mask: torch.Tensor) -> BindOutput:
+                audio_mask: torch.Tensor, midi: torch.Tensor, midi_mask: torch.Tensor,
+                descriptors: torch.Tensor) -> BindOutput:
         return BindOutput(self.embed_text(input_ids, attention_mask), self.embed_audio(audio, audio_mask),
-                          self.embed_midi(midi, midi_mask), self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
+                          self.embed_midi(midi, midi_mask, descriptors),
+                          self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
 
     @staticmethod
     def fuse(audio: torch.Tensor, midi: torch.Tensor) -> torch.Tensor:
@@ -168,17 +195,22 @@ class Bind(nn.Module):
         if any(not text.strip() for text in texts):
             raise BadInputError("The text is empty; type a few words describing the music you want.")
         out = []
-        with _threads(1) if len(texts) <= FEW_TEXTS else contextlib.nullcontext():
+        # few texts on one thread, as `text_encoder` does (read at call time: bench/search_latency.py varies it)
+        with text_encoder._threads(1) if len(texts) <= text_encoder.FEW_TEXTS else contextlib.nullcontext():
             for i in range(0, len(texts), batch_size):
                 out.append(self.embed_text(**self.tokenize(texts[i:i + batch_size])).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.config.embed_dim), np.float32)
 
     @torch.inference_mode()
-    def encode_item(self, audio: np.ndarray, midi: np.ndarray) -> np.ndarray:
-        """One item's embedding (embed_dim,) from its audio and MIDI window embeddings ((n, dim), (m, dim));
-        with windows of one modality only (a transcription that found no notes), that modality's."""
-        parts = [embed(torch.as_tensor(w)[None], torch.ones(1, len(w), dtype=torch.bool))
-                 for embed, w in ((self.embed_audio, audio), (self.embed_midi, midi)) if len(w)]
+    def encode_item(self, audio: np.ndarray, midi: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
+        """One item's embedding (embed_dim,) from its audio and MIDI window embeddings ((n, dim), (m, dim))
+        and its piece descriptors (PIECE_DIM,); with windows of one modality only, that modality's."""
+        parts = []
+        if len(audio):
+            parts.append(self.embed_audio(torch.as_tensor(audio)[None], torch.ones(1, len(audio), dtype=torch.bool)))
+        if len(midi):
+            parts.append(self.embed_midi(torch.as_tensor(midi)[None], torch.ones(1, len(midi), dtype=torch.bool),
+                                         torch.as_tensor(descriptors)[None]))
         if not parts:
             raise ValueError("an item needs audio or MIDI windows")  # callers check first
         return (self.fuse(*parts) if len(parts) == 2 else parts[0])[0].float().numpy()

@@ -133,14 +133,17 @@ def load_bind():
         return load_model(BIND_DIR, device="cpu")
 
 
-def item_vector(name: str, kind: str, notes: np.ndarray, audio: np.ndarray | None, timeline: ItemTimeline) -> np.ndarray:
-    """The bind engine's embedding of an item: the windows of its opening, audio and MIDI. Its own
-    modality's are the matching timeline's; the other's are made: a score's opening rendered, a
-    recording's transcription (`notes`) cut into note windows."""
+def item_vector(name: str, kind: str, notes: np.ndarray, audio: np.ndarray | None, timeline: ItemTimeline,
+                attributes: dict) -> np.ndarray:
+    """The bind engine's embedding of an item: the windows of its opening, audio and MIDI, and its
+    notes' `attributes` (the whole piece's). Its own modality's windows are the matching timeline's;
+    the other's are made: a score's opening rendered, a recording's transcription (`notes`) cut into
+    note windows."""
     import pretty_midi
 
     from pianoapp.data.segments import SEGMENT_SECONDS
     from pianoapp.data.sequences import START
+    from pianoapp.descriptors import piece_descriptors
     from pianoapp.io.midi import notes_to_midi
     from pianoapp.io.render import render
     from pianoapp.services.match import audio_windows, note_windows
@@ -158,7 +161,7 @@ def item_vector(name: str, kind: str, notes: np.ndarray, audio: np.ndarray | Non
     if not len(own) and not len(made):
         raise BadInputError(f"{name} has no notes in its first {opening:g} s to search by.")
     audio_w, midi_w = (own, made) if kind == "audio" else (made, own)
-    return model.encode_item(audio_w, midi_w)
+    return model.encode_item(audio_w, midi_w, piece_descriptors(attributes))
 
 
 # Index folders ----------------------------------------------------------------------------------
@@ -389,7 +392,8 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
             progress(len(sources) - len(todo) + done, len(sources))
     if sources and not records and not report.duplicates:
         reasons = " ".join(why for _, why in report.skipped[:3])
-        raise BadInputError(f"None of the {len(sources)} files could be indexed: {reasons}")
+        which = "The file could not" if len(sources) == 1 else f"None of the {len(sources)} files could"
+        raise BadInputError(f"{which} be indexed: {reasons}")
     if records:
         embeddings = np.stack(vectors) if ENGINE == "bind" else embed_texts([r["text"] for r in records])
         report.added = index.add(records, embeddings, windows if with_windows else None)
@@ -464,7 +468,7 @@ def _record(source: Source, digest: str, with_windows: bool) -> tuple[dict, Item
     }
     kind, rows = "audio" if audio is not None else "midi", note_rows(notes)
     timeline = item_timeline(kind, notes=rows, audio=audio) if with_windows or ENGINE == "bind" else None
-    vector = item_vector(source.name, kind, rows, audio, timeline) if ENGINE == "bind" else None
+    vector = item_vector(source.name, kind, rows, audio, timeline, attributes) if ENGINE == "bind" else None
     return record, timeline if with_windows else None, vector
 
 

@@ -5,24 +5,33 @@ through its text tower, each item from how its opening sounds and what its notes
 cosine (models/bind/MODEL_CARD.md). Without it, "metadata": the query and each item's description
 (title, composer, collection, key, tempo and words computed from its notes), both embedded with MiniLM.
 
-Hybrid: the cosine shortlist is re-ranked with a bonus for the query's words found in an item's title
-or composer, since a sentence embedding blurs names ("piano music by Joplin" otherwise prefers Irving
-Berlin's "Alexander's Ragtime Band"). Measured by bench/search_quality.py on 455 items: finding a
-piece by its title, recall@1 0.67 → 0.85; "<composer> <form>" queries, precision@5 0.71 → 0.97;
-held-out captions, about the same (recall@10 0.49 → 0.51). 0.3 is where all three stop improving.
+Hybrid: candidates (the cosine shortlist, plus every item whose title or composer shares a word with
+the query) are ranked by cosine + a bonus for the query's words found in the item's title or composer.
+Names need it: a sentence embedding blurs them ("piano music by Joplin" otherwise prefers Irving
+Berlin's "Alexander's Ragtime Band"), and the bind engine embeds items from their music, which knows no
+names at all. Weights measured by bench/search_quality.py:
+- bind, 160 validation-split items: finding a piece by its title, recall@1 0.01 → 0.97; "<composer> <form>", precision@5
+  0.07 → 0.99; held-out captions, recall@10 0.45 → 0.62. 1.0: names and composers stop improving at
+  0.7, captions gain little more (0.64 at 1.5) while one shared word would outweigh the music further.
+- metadata, 455 items of every split (before "piano" and "music" became stopwords): titles, recall@1 0.67 → 0.85; "<composer> <form>", precision@5 0.71 → 0.97;
+  captions about the same (recall@10 0.49 → 0.51). 0.3 is where all three stop improving.
 """
 
+import functools
 import os
 import re
 
+import numpy as np
+
 from pianoapp.errors import BadInputError
-from pianoapp.index import Filters  # Filters: the UI and CLI build them through this module
+from pianoapp.index import Filters, Index  # Filters: the UI and CLI build them through this module
 from pianoapp.services import library
 
 ENGINE_NOTES = {
     "bind": "Answering: **text–music search**: a model trained to put descriptions and music in one space "
             "compares your words with how each piece sounds and what its notes do (its opening, rendered and "
-            "read by the audio and MIDI encoders); words of a title or composer in your query count extra.",
+            "read by the audio and MIDI encoders, and the key, tempo and texture of all its notes); words of a "
+            "title or composer in your query count extra.",
     "metadata": "Answering: **metadata search**: your words are compared (MiniLM sentence embeddings) with each "
                 "piece's description: title, composer, collection, key, tempo, and words computed from its notes "
                 "(tempo, mood, texture, register, dynamics).",
@@ -37,9 +46,11 @@ EXAMPLE_QUERIES = (
     "string quartet movement by Haydn",
 )
 HIT_FIELDS = ("path", "title", "composer", "collection", "key", "tempo_bpm", "duration_s", "id")
-WORD_BONUS = 0.3  # score = cosine + this × share of the query's words in the title or composer
+WORD_BONUSES = {"bind": 1.0, "metadata": 0.3}  # per engine: their cosines spread differently (see above)
+WORD_BONUS = WORD_BONUSES[library.ENGINE]  # score = cosine + this × share of the query's words in the title or composer
 SHORTLIST = 100  # cosine candidates per index that the word bonus re-ranks
-STOPWORDS = frozenset({"a", "an", "the", "in", "of", "by", "and", "with", "for", "to", "no", "op"})
+# "piano" and "music" too: every item is piano music, so in a query they name nothing ("piano music by Joplin")
+STOPWORDS = frozenset({"a", "an", "the", "in", "of", "by", "and", "with", "for", "to", "no", "op", "piano", "music"})
 
 
 def search(text: str, *, index_dir: str | os.PathLike | None = None, k: int = 10,
@@ -52,9 +63,31 @@ def search(text: str, *, index_dir: str | os.PathLike | None = None, k: int = 10
     indexes = library.open_indexes(index_dir, with_user_index)  # before the model loads, so that errors come fast
     query = library.embed_texts([text])[0]
     hits = [(item, cosine + WORD_BONUS * word_overlap(text, item))
-            for index in indexes for item, cosine in index.search(query, max(k, SHORTLIST), filters)]
+            for index in indexes for item, cosine in _candidates(index, query, _words(text), k, filters)]
     hits.sort(key=lambda hit: -hit[1])
     return [{**{f: item.get(f) for f in HIT_FIELDS}, "score": round(score, 4)} for item, score in hits[:k]]
+
+
+def _candidates(index: Index, query: np.ndarray, words: set[str], k: int,
+                filters: Filters | None) -> list[tuple[dict, float]]:
+    """(item, cosine) for the cosine shortlist and for the items naming one of the query's words,
+    wherever their cosine ranks them: the bonus may lift those to the top."""
+    found = index.search(query, max(k, SHORTLIST), filters)
+    seen = {item["id"] for item, _ in found}
+    named = sorted({row for word in words for row in _rows_by_name_word(index).get(word, ())})
+    named = [row for row in named if index.items[row]["id"] not in seen
+             and (filters is None or filters.keep(index.items[row]))]
+    cosines = index.embeddings[named] @ (query / max(float(np.linalg.norm(query)), 1e-12))
+    return found + [(index.items[row], float(c)) for row, c in zip(named, cosines, strict=True)]
+
+
+@functools.lru_cache(maxsize=8)  # per opened index generation (`library.open_index` makes a new one per save)
+def _rows_by_name_word(index: Index) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {}
+    for row, item in enumerate(index.items):
+        for word in _words(f"{item['title']} {item['composer']}"):
+            rows.setdefault(word, []).append(row)
+    return rows
 
 
 def warm_up() -> None:
