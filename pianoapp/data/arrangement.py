@@ -289,7 +289,7 @@ class ArrangementCodec:
         ids = [self.bar_id, t.token_to_id[f"beats:{min(max(sheet.beats_per_bar, 1), 12)}"], t.dur_offset + length - 1]
         segment = 0
         for chord in sheet.chords:
-            if chord.end - max(chord.start, t0) < MIN_CHORD_S or chord.start >= t1 or chord.end <= t0:
+            if min(chord.end, t1) - max(chord.start, t0) < MIN_CHORD_S:  # also every chord outside the bar
                 continue
             seg, onset = divmod(self._steps(max(chord.start, t0) - t0), t.n_onsets)
             ids += [t.time_id] * (seg - segment)

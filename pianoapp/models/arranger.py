@@ -110,6 +110,8 @@ class Arranger(nn.Module):
         nn.init.zeros_(self.prefix_proj.bias)
         self.null_prefix = nn.Parameter(torch.randn(config.qformer.n_queries, d_lm) * TOKEN_RMS)
         self._trained = {name for name, p in self.named_parameters() if p.requires_grad}
+        # Saved too; a checkpoint from before the Q-Former had them loads without (the identity).
+        self._statistics = {f"qformer.{name}" for name, _ in self.qformer.named_buffers()}
 
     @property
     def n_prefix(self) -> int:
@@ -156,12 +158,13 @@ class Arranger(nn.Module):
         lm.config = replace(lm.config, vocab_size=self.config.vocab_size)
         return lm.eval()
 
-    # A checkpoint is what training changes; the frozen parts come from their own folders.
+    # A checkpoint is what training changes (weights and the frame statistics); the frozen parts
+    # come from their own folders.
 
     def state_dict(self, *args, **kwargs) -> dict:
         state = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", "")
-        for key in [k for k in state if k.removeprefix(prefix) not in self._trained]:
+        for key in [k for k in state if k.removeprefix(prefix) not in self._trained | self._statistics]:
             del state[key]
         return state
 

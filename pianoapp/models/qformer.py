@@ -76,6 +76,10 @@ class QFormer(nn.Module):
         self.config = config
         d = config.d_model
         self.queries = nn.Parameter(torch.randn(config.n_queries, d) * 0.02)
+        # Frames standardised per unit over the batch (running statistics at inference): what every
+        # recording's frames share (after per-frame LayerNorm alone, 80% of their variance) would
+        # otherwise drown what sets one reference apart.
+        self.audio_norm = nn.BatchNorm1d(d_audio, affine=False)
         self.audio_in = nn.Sequential(nn.LayerNorm(d_audio), nn.Linear(d_audio, d))
         self.token_in = nn.Linear(d_tokens, d)
         self.token_pos = nn.Parameter(torch.randn(config.max_tokens, d) * 0.02)
@@ -96,7 +100,7 @@ class QFormer(nn.Module):
         padded tokens. Returns (query states, token states), each normed, or None."""
         batch = (frames if frames is not None else tokens).shape[0]
         q = self.queries.expand(batch, -1, -1) if queries else None
-        a = self.audio_in(frames) if queries else None
+        a = self.audio_in(self.audio_norm(frames.transpose(1, 2)).transpose(1, 2)) if queries else None
         t = None
         if tokens is not None:
             if tokens.shape[1] > self.config.max_tokens:

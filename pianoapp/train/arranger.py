@@ -13,7 +13,9 @@ tokens (its symbolic stream reads `<S>` and the segment's `<acc>` sections), wit
 objectives summed: contrastive (similarity = max over queries of the cosine with the `<S>` output,
 symmetric InfoNCE over the batch), matching (binary, on the positive pair and the batch's most
 similar other accompaniment: BLIP-2's hard negative, taken rather than sampled, one side only), and
-generative (the symbolic stream predicts the accompaniment tokens reading the queries). Stage 2:
+generative (the symbolic stream predicts the accompaniment tokens reading the queries), and VICReg's
+variance term on both contrastive embeddings, which keeps the Q-Former from collapsing to one output
+for every reference before the contrastive loss has found what tells them apart. Stage 2:
 LoRA, the new token rows, the Q-Former and the prefix projection learn to write the accompaniment
 (loss on the target tokens only); the reference is dropped for `reference_dropout` of the examples,
 which trains the null prefix, the model's default style.
@@ -181,7 +183,8 @@ class ArrangerRecipe:
         tokens, padding = self._accompaniment_tokens(ids, target)
         table = arranger.lm.tok_emb.weight.detach()
         emb = F.embedding(tokens, table)
-        sim = style_similarity(arranger, frames, emb, padding)
+        style, symbolic = style_embeddings(arranger, frames, emb, padding)
+        sim = style_similarity(style, symbolic)
         labels = torch.arange(len(sim), device=sim.device)
         logits = sim * q.logit_scale.exp().clamp(max=100)
         logits = logits.float()
@@ -198,7 +201,8 @@ class ArrangerRecipe:
         nll = nll.view(len(tokens), -1)
         real = ~padding[:, 1:]
         generative = (nll * real).sum() / real.sum().clamp(min=1)
-        return {"contrastive": contrastive, "matching": matching, "generative": generative}
+        spread = _spread_shortfall(style.flatten(1)) + _spread_shortfall(symbolic)
+        return {"contrastive": contrastive, "matching": matching, "generative": generative, "spread": spread}
 
     def _accompaniment_tokens(self, ids: torch.Tensor,
                               target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,8 +254,8 @@ class ArrangerRecipe:
             length = max(t.shape[1] for _, t, _ in sims)
             pad = self.codec.tokenizer.pad_id
             tokens = torch.cat([F.pad(t, (0, length - t.shape[1]), value=pad) for _, t, _ in sims])
-            sim = style_similarity(arranger, frames, F.embedding(tokens, arranger.lm.tok_emb.weight),
-                                   tokens == self.codec.tokenizer.pad_id)
+            emb = F.embedding(tokens, arranger.lm.tok_emb.weight)
+            sim = style_similarity(*style_embeddings(arranger, frames, emb, tokens == pad))
         r1 = float((sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean())
         return {**{k: v / len(items) for k, v in totals.items()}, "style_r1": r1, "pool": float(len(items))}
 
@@ -284,10 +288,10 @@ BOSSA on Pianoapp's parts: the frozen piano LM `models/{m.lm}` with LoRA rank {m
 (alpha {m.lora_alpha:g}) on its attention projections and {new_rows} trainable embedding rows for
 the arrangement tokens (chord roots and basses start as the mean embedding of their pitch class's
 notes, `<bar>` as `<T>`); a Q-Former ({m.qformer.n_layers} layers, {m.qformer.d_model} wide,
-{m.qformer.n_queries} queries) over the frozen audio encoder of `models/{m.audio}`, projected into
-the LM's embedding space as a {m.qformer.n_queries}-position prefix; a learned null prefix for no
-reference. This folder holds only the trained parts; loading composes them with the two frozen
-models.
+{m.qformer.n_queries} queries) over the frozen audio encoder of `models/{m.audio}` (its frames
+standardised per unit with running statistics), projected into the LM's embedding space as a
+{m.qformer.n_queries}-position prefix; a learned null prefix for no reference. This folder holds
+only the trained parts; loading composes them with the two frozen models.
 
 ## Data
 
@@ -301,8 +305,9 @@ songs per split: {songs}.
 ## Training
 
 Stage 1, {c.stage1_steps} steps: Q-Former pre-training (contrastive + matching + generative
-against the target accompaniment's tokens). Stage 2, {c.max_steps - c.stage1_steps} steps: LoRA,
-new rows, Q-Former and projection on the accompaniment tokens only, the reference dropped for
+against the target accompaniment's tokens, and VICReg's variance term against collapse). Stage 2,
+{c.max_steps - c.stage1_steps} steps: LoRA, new rows, Q-Former and projection on the accompaniment
+tokens only, the reference dropped for
 {c.reference_dropout:.0%} of the examples. Examples of at most {c.context_len} tokens (whole bars).
 
 ## Held-out loss ({len(self._fixed_examples('test'))} test segments, untransposed)
@@ -339,14 +344,28 @@ def init_new_rows(arranger: Arranger, codec: ArrangementCodec) -> None:
     put(BAR, base[t.time_id])
 
 
-def style_similarity(arranger: Arranger, frames: torch.Tensor, tokens: torch.Tensor,
-                     padding: torch.Tensor) -> torch.Tensor:
-    """BOSSA's audio–symbolic similarity (B_audio, B_symbolic): the largest cosine between any query
-    output and the symbolic stream's `<S>` output, in the contrastive space."""
+def style_embeddings(arranger: Arranger, frames: torch.Tensor, tokens: torch.Tensor,
+                     padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The contrastive space's embeddings: each query output's (B, K, e) and the symbolic stream's
+    `<S>` output's (B, e), not normalised."""
     q = arranger.qformer
-    style = F.normalize(q.style_proj(q(frames)).float(), dim=-1)  # (B, K, e)
-    symbolic = F.normalize(q.symbolic_proj(q.symbolic(tokens, padding)[:, 0]).float(), dim=-1)  # (B, e)
+    return q.style_proj(q(frames)).float(), q.symbolic_proj(q.symbolic(tokens, padding)[:, 0]).float()
+
+
+def style_similarity(style: torch.Tensor, symbolic: torch.Tensor) -> torch.Tensor:
+    """BOSSA's audio–symbolic similarity (B_audio, B_symbolic) of `style_embeddings`: the largest
+    cosine between any query output and the symbolic stream's `<S>` output."""
+    style, symbolic = F.normalize(style, dim=-1), F.normalize(symbolic, dim=-1)
     return torch.einsum("ike,je->ijk", style, symbolic).amax(dim=-1)
+
+
+def _spread_shortfall(z: torch.Tensor) -> torch.Tensor:
+    """VICReg's variance term: how far each unit's standard deviation over the batch falls below 1,
+    averaged. From random weights and 8 pairs a batch, the contrastive loss alone is lowered fastest
+    by giving every reference and every accompaniment one embedding (the Q-Former's outputs' spread
+    across references went from 0.20 to 0.03 of their size in 50 steps, the loss stuck at log 8);
+    this term rules that out."""
+    return F.relu(1.0 - torch.sqrt(z.var(dim=0) + 1e-4)).mean()
 
 
 def _trimmed(ids: torch.Tensor, target: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
