@@ -6,14 +6,17 @@ std over several seeds.
 Every segment is embedded once; seeds only change which queries and pools are drawn.
 """
 
+import hashlib
+import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, default_collate
 
 from pianoapp.errors import BadInputError
 
@@ -22,17 +25,20 @@ WAYS = ("audio_to_midi", "midi_to_audio")
 
 
 @torch.inference_mode()
-def embed_segments(model: nn.Module, segments: Sequence[dict], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Audio and MIDI embeddings (n, embed_dim) of segments ({"audio", "midi"} items); model in eval mode."""
+def embed_segments(model: nn.Module, segments: Sequence[dict], *, batch_size: int = 64,
+                   towers: tuple[str, ...] = ("audio", "midi")) -> tuple[np.ndarray, ...]:
+    """Embeddings (n, embed_dim) of segments ({"audio", "midi"} items), one array per tower in
+    `towers` ("audio" and "midi" by default, in that order); model in eval mode."""
     from pianoapp.train.trainer import to_device
 
     device = next(model.parameters()).device
-    audio, midi = [], []
+    embed = {"audio": model.embed_audio, "midi": model.embed_midi}
+    out: dict[str, list[torch.Tensor]] = {tower: [] for tower in towers}
     for i in range(0, len(segments), batch_size):
-        batch = to_device(default_collate([segments[j] for j in range(i, min(i + batch_size, len(segments)))]), device)
-        audio.append(model.embed_audio(batch["audio"]).embedding.float().cpu())
-        midi.append(model.embed_midi(batch["midi"]).embedding.float().cpu())
-    return torch.cat(audio).numpy(), torch.cat(midi).numpy()
+        batch = default_collate([segments[j] for j in range(i, min(i + batch_size, len(segments)))])
+        for tower in towers:
+            out[tower].append(embed[tower](to_device(batch[tower], device)).embedding.float().cpu())
+    return tuple(torch.cat(out[tower]).numpy() for tower in towers)
 
 
 def retrieval(audio: np.ndarray, midi: np.ndarray, *, seed: int, n_queries: int, pool: int) -> dict:
@@ -95,7 +101,9 @@ def evaluate_matcher(
     segments = Segments(render_pieces(pieces, soundfonts=(soundfont,), per_piece=1, seconds=seconds))
     report = seed_protocol(load_model(model_dir), segments, seeds=seeds, n_queries=n_queries, pool=pool, seed=seed,
                            batch_size=batch_size)
-    return {"split": split, "soundfont": soundfont, "pieces": len(pieces), **report}
+    report = {"split": split, "soundfont": soundfont, "pieces": len(pieces), **report}
+    log_part("protocol", report)
+    return report
 
 
 def _test_material(model_dir, data_dir, split, soundfont, max_items, seeds, n_queries, pool):
@@ -110,28 +118,51 @@ def _test_material(model_dir, data_dir, split, soundfont, max_items, seeds, n_qu
     return pieces, soundfont, data.get("render_seconds", 60.0)
 
 
+class NoisySegments(Dataset):
+    """Segments with white noise at `snr_db` added to each one's audio, seeded per segment."""
+
+    def __init__(self, segments, *, snr_db: float, seed: int):
+        from pianoapp.data.augment import AudioAugment
+
+        self.segments, self.seed = segments, seed
+        self.noise = AudioAugment(gain_db=0, eq_prob=0, reverb_prob=0, noise_prob=1, snr_db=(snr_db, snr_db))
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __getitem__(self, j: int) -> dict:
+        return self.segments.example(j, self.noise, np.random.default_rng([self.seed, j]))
+
+
 def seed_protocol(model: nn.Module, segments, *, seeds: int = 5, n_queries: int = 500, pool: int = 256,
                   seed: int = 0, batch_size: int = 64, snr_db: float | None = None) -> dict:
     """The seed protocol's numbers for these segments (see `evaluate_matcher`); with `snr_db`, white
     noise at that SNR is added to each segment's audio (seeded per segment)."""
-    from pianoapp.data.augment import AudioAugment
+    _need_two(segments)
+    if snr_db is not None:
+        segments = NoisySegments(segments, snr_db=snr_db, seed=seed)
+    audio, midi = embed_segments(model, segments, batch_size=batch_size)
+    return protocol_numbers(audio, midi, seeds=seeds, n_queries=n_queries, pool=pool, seed=seed)
 
+
+def _need_two(segments) -> None:
     if len(segments) < 2:
         raise BadInputError("There are fewer than two segments to match; use more pieces.")
-    if snr_db is not None:
-        noise = AudioAugment(gain_db=0, eq_prob=0, reverb_prob=0, noise_prob=1, snr_db=(snr_db, snr_db))
-        segments = [segments.example(j, noise, np.random.default_rng([seed, j])) for j in range(len(segments))]
-    audio, midi = embed_segments(model, segments, batch_size=batch_size)
+
+
+def protocol_numbers(audio: np.ndarray, midi: np.ndarray, *, seeds: int, n_queries: int, pool: int,
+                     seed: int) -> dict:
+    """`seed_protocol`'s report from the segments' audio and MIDI embeddings."""
     per_seed = [{"seed": s, **retrieval(audio, midi, seed=s, n_queries=n_queries, pool=pool)}
                 for s in range(seed, seed + seeds)]
 
     def spread(values: list[float]) -> dict:
         return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
-    pool = min(pool, len(segments))
+    pool = min(pool, len(audio))
     return {
-        "segments": len(segments),
-        "queries": min(n_queries, len(segments)),
+        "segments": len(audio),
+        "queries": min(n_queries, len(audio)),
         "pool": pool,
         "seeds": [run["seed"] for run in per_seed],
         **{way: {key: spread([run[way][key] for run in per_seed]) for key in per_seed[0][way]} for way in WAYS},
@@ -194,8 +225,34 @@ def robustness(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike | No
     conditions[f"soundfont {HELD_OUT_SOUNDFONT}"] = (Segments(renders(pieces, HELD_OUT_SOUNDFONT)), None)
     heard = [dataclasses.replace(r, notes=_transcribed(r.audio(0, r.samples()))) for r in written]
     conditions["transcribed MIDI side"] = (Segments(heard), None)
-    out = {}
+    out, embedded = {}, {}
     for name, (segments, snr) in conditions.items():
-        report = seed_protocol(model, segments, seeds=seeds, n_queries=n_queries, pool=pool, seed=seed, snr_db=snr)
+        _need_two(segments)
+        sides = []
+        # Most conditions change one side only: each distinct side (same windows of the same
+        # renders' audio, or of the same notes) is embedded once and shared.
+        for tower in ("audio", "midi"):
+            key = _side_key(segments, tower, snr)
+            if key not in embedded:
+                inputs = NoisySegments(segments, snr_db=snr, seed=seed) if snr is not None else segments
+                embedded[key], = embed_segments(model, inputs, towers=(tower,))
+            sides.append(embedded[key])
+        report = protocol_numbers(*sides, seeds=seeds, n_queries=n_queries, pool=pool, seed=seed)
         out[name] = {"S": report["S"], "R@1 a→m": report["audio_to_midi"]["R@1"], "segments": report["segments"]}
+        log_part("robustness", {name: out[name]})
     return out
+
+
+def _side_key(segments, tower: str, snr_db: float | None) -> tuple:
+    """What one tower sees of some segments: the windows, and the renders' audio (named by their
+    cache files, and the noise) or their notes."""
+    if tower == "audio":
+        content = [str(r.path) for r in segments.renders] + [repr(snr_db)]
+    else:
+        content = [hashlib.sha1(r.notes.tobytes()).hexdigest() for r in segments.renders]
+    return tower, segments.windows.tobytes(), *content
+
+
+def log_part(name: str, report: dict) -> None:
+    """A finished part of a long evaluation as one JSON line on stderr, so a later crash keeps it."""
+    print(json.dumps({name: report}), file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ from pianoapp import constants
 from pianoapp.data.augment import add_noise
 from pianoapp.data.segments import HELD_OUT_SOUNDFONT, matcher_pieces
 from pianoapp.data.sequences import END, PITCH, START, VELOCITY
+from pianoapp.evaluate.matcher import log_part
 from pianoapp.index import Index
 from pianoapp.services.match import (
     Query,
@@ -140,8 +141,10 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
     threshold = no_match_threshold()
     if threshold is not None:
         report["no_match"] = {"threshold": threshold, **decision_quality(best, correct, negative_best, threshold)}
+    log_part("matching", report)
     if baseline:
         report["baseline"] = _baseline(pieces, indexed, positives)
+        log_part("matching baseline", report["baseline"])
     return report
 
 
