@@ -96,9 +96,12 @@ class Windows:
             self._dense = self.embeddings.astype(np.float32)
         queries = np.asarray(queries, np.float32)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        spans = [self.rows_of(int(i)) for i in items]
-        rows = np.concatenate([np.arange(s.start, s.stop) for s in spans])
-        firsts = np.cumsum([0] + [s.stop - s.start for s in spans[:-1]])
+        items = np.asarray(items, self.owner.dtype)  # owner's dtype: searchsorted would copy owner otherwise
+        lo, hi = self.owner.searchsorted(items), self.owner.searchsorted(items + 1)
+        if len(items) and lo[0] == 0 and hi[-1] == len(self.owner) and np.array_equal(lo[1:], hi[:-1]):
+            return np.maximum.reduceat(queries @ self._dense.T, lo, axis=1)  # every window, in order: no gather
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
+        firsts = np.cumsum(np.concatenate([[0], (hi - lo)[:-1]]))
         return np.maximum.reduceat(queries @ self._dense[rows].T, firsts, axis=1)
 
     def extend(self, first_row: int, timelines: list[ItemTimeline]) -> "Windows":
@@ -130,7 +133,7 @@ class Windows:
 
 
 def _rows(owner: np.ndarray, item_row: int) -> slice:
-    lo, hi = np.searchsorted(owner, [item_row, item_row + 1])
+    lo, hi = owner.searchsorted(np.array([item_row, item_row + 1], owner.dtype))  # owner's dtype: no copy of owner
     return slice(int(lo), int(hi))
 
 
@@ -371,9 +374,12 @@ def _read_windows(folder: Path, manifest: dict, n_items: int) -> Windows:
     meta = manifest["windows"]
     try:
         with np.load(folder / meta["file"], allow_pickle=False) as f:
-            arrays = {name: f[name] for name in WINDOW_ARRAYS}
+            arrays = {name: f[name] for name in WINDOW_ARRAYS if name != "cohort" or name in f}
+        # Windows saved before items carried cohort statistics get the neutral ones matching uses
+        # without a cohort; their space (which names the cohort) differs, so matching asks for a rebuild.
+        arrays.setdefault("cohort", np.tile(np.float32([0.0, 1.0]), (n_items, 1)))
         arrays["embeddings"] = _from_int8(arrays["embeddings"])
-        windows = Windows(meta["space"], *arrays.values())
+        windows = Windows(meta["space"], **arrays)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise CorruptFileError(f"The index at {folder} is damaged ({brief(err)}); rebuild it.") from err
     owners_fit = all(not len(o) or (o.max() < n_items and np.all(np.diff(o) >= 0))
