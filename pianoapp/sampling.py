@@ -121,9 +121,14 @@ def sample(
     segments = ids.count(tokenizer.time_id)
     silent = 0
     new: list[int] = []
+    # Inference mode and the thread count hold for one thread only, and a streaming consumer (the app)
+    # may resume this generator on any of its worker threads: enter them for each step, never across
+    # a `yield` (a step resumed outside the mode fails on the KV cache made inside it: 6 of 16
+    # continuations did with 8 clients in bench/concurrency.py).
     with torch.inference_mode(), one_thread():
         logits, cache = model(torch.tensor([ids], device=device), prefix_embeds=prefix_embeds)
-        for _ in range(budget):
+    for _ in range(budget):
+        with torch.inference_mode(), one_thread():
             allowed = tokenizer.allowed_next(ids) & samplable
             if silent >= config.max_silent_segments:
                 allowed[tokenizer.time_id] = False
@@ -143,8 +148,8 @@ def sample(
                     new.pop()
                     new.pop()  # drop the note whose onset passed the end, and stop
                     break
-            elif kind == "dur":
-                yield new
             logits, cache = model(torch.tensor([[token]], device=device), cache=cache)
+        if kind == "dur":
+            yield new
     # Trailing <T> tokens or a half-written group carry no notes; callers decode `new` tolerant anyway.
     yield new

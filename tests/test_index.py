@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pianoapp.errors import BadInputError, CorruptFileError
-from pianoapp.index import Filters, Index
+from pianoapp.index import Filters, Index, ItemTimeline, Windows
 
 DIM = 8
 
@@ -139,3 +139,24 @@ def test_missing_foreign_old_and_damaged_indexes_are_one_sentence(tmp_path):
     (folder / manifest["items"]).write_text('{"id": "h0", "path": "a.mid"}\n')
     with pytest.raises(CorruptFileError, match="damaged"):
         Index.open(folder)
+
+
+def test_windows_saved_before_cohort_statistics_open_and_matching_asks_for_a_rebuild(tmp_path, assets_dir):
+    from pianoapp.services import library, match
+
+    folder = tmp_path / "old"
+    rng = np.random.default_rng(0)
+    index = Index.create(folder, library.SPACE, 384, windows=Windows.empty("matcher/before-cohort", 16))
+    items, vecs = _items(2)[0], rng.normal(size=(2, 384))
+    chroma = np.full((5, 12), 12 ** -0.5)
+    index.add(items, vecs, [ItemTimeline(rng.normal(size=(3, 16)), np.arange(3.0), chroma, (0.3, 0.1))] * 2)
+    index.save()
+    npz = folder / json.loads((folder / "manifest.json").read_text())["windows"]["file"]
+    with np.load(npz) as f:  # the windows file as it was before items carried cohort statistics
+        np.savez_compressed(npz, **{name: f[name] for name in f.files if name != "cohort"})
+
+    old = Index.open(folder, space=library.SPACE)
+    np.testing.assert_array_equal(old.windows.cohort, [[0.0, 1.0], [0.0, 1.0]])
+    assert old.search(vecs[1], k=1)[0][0]["id"] == "h1"
+    with pytest.raises(BadInputError, match="another matcher checkpoint; rebuild it with `pianoapp index build"):
+        match.match(assets_dir / "pedal_arpeggios.mid", index_dir=folder)

@@ -1,5 +1,7 @@
 """Sampling from the piano LM: the draw, seeded grammatical sampling, and the int8 copy a CPU decodes with."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -47,6 +49,34 @@ def test_sampling_is_seeded_grammatical_and_runs_the_cpu_copy(assets_dir):
     assert fast is decoding_model(model)  # made once
     assert isinstance(fast.blocks[0].ffn.up_proj, Int8Linear)
     assert isinstance(model.blocks[0].ffn.up_proj, torch.nn.Linear)  # the model itself is left as it was
+
+
+def test_a_stream_resumed_on_another_thread_gives_the_same_ids(assets_dir):
+    """The app resumes a streaming generator on any of its worker threads, where neither inference
+    mode nor the one-thread setting of the thread that started it holds."""
+    torch.manual_seed(0)
+    model = registry.build_model("lm-tiny").eval()
+    prompt = TOKENIZER.encode(piano_notes(read_midi(assets_dir / "pedal_arpeggios.mid"))[:20], add_eos=False)
+
+    def drain(stream):
+        new = []
+        for new in stream:
+            pass
+        return new
+
+    def stream():
+        return sample(model, TOKENIZER, prompt, end_step=10**9, seed=0, max_new_tokens=60)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        resumed = stream()
+        next(resumed)
+        assert torch.get_num_threads() == 2  # decoding's one thread is not held across a yield
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(drain, resumed).result() == drain(stream())
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not (LM_SMALL / "model.safetensors").is_file(), reason="models/lm-small is absent")

@@ -26,9 +26,9 @@ import numpy as np
 import pretty_midi
 
 from pianoapp.data.attributes import CHORD_TOLERANCE_S, MAJOR_TONICS, MINOR_TONICS, estimate_key
-from pianoapp.errors import BadInputError, CorruptFileError, TooLongError, brief
+from pianoapp.errors import BadInputError, TooLongError
 from pianoapp.io.files import check_file, file_kind
-from pianoapp.io.midi import ABC_TUNE, notes_to_midi, read_midi
+from pianoapp.io.midi import notes_to_midi, parse_score, read_midi
 
 MAX_BARS = 32  # the most bars one arrangement takes (`read_leadsheet(max_bars=...)` overrides it)
 
@@ -480,16 +480,7 @@ def _from_score(path: Path) -> tuple[list, list[Chord], np.ndarray, float, float
     import music21  # slow import, only when a score arrives
     from music21 import harmony, stream
 
-    options = {}
-    if path.suffix.lower() == ".abc":  # ABC books hold many tunes: the first one
-        first = ABC_TUNE.search(path.read_bytes())
-        options = {"number": int(first.group(1))} if first else {}
-    try:
-        score = music21.converter.parse(str(path), **options)
-    except Exception as err:  # music21 raises many types for malformed scores
-        raise CorruptFileError(f"{path.name} is not a readable score ({brief(err)}).") from err
-    if isinstance(score, stream.Opus):
-        score = score.scores[0] if score.scores else score
+    score = parse_score(path)
     marks = list(score.flatten().getElementsByClass(music21.tempo.MetronomeMark))
     qpm = float(marks[0].getQuarterBPM()) if marks else 120.0
     seconds = 60.0 / qpm

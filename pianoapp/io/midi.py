@@ -9,13 +9,15 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pretty_midi
 
 from pianoapp import constants
-from pianoapp.errors import brief, CorruptFileError, EmptyMidiError, TooLargeError
+from pianoapp.errors import CorruptFileError, EmptyMidiError, TooLargeError, brief
 from pianoapp.io.files import check_duration, check_file, file_kind
 
 MIDI_MAGIC = b"MThd"
@@ -62,12 +64,21 @@ def _read_midi_file(path: Path) -> pretty_midi.PrettyMIDI:
 
 SCORE_TICKS_PER_QUARTER = 480  # music21's 10,080 pushes scores past ~990 quarters over pretty_midi's tick cap
 ABC_TUNE = re.compile(rb"^X:\s*(\d+)", re.MULTILINE)
+# Scores are checked before music21 sees them. Its reading and MIDI conversion grow with the square of
+# the notes (8,000 in one part: 19 s, 20,000: 110 s on a loaded 2-core machine), and an .mxl is a zip
+# that may inflate to gigabytes. The demo's largest score (Beethoven op. 59 no. 2/i, 12,356 notes and
+# rests, 4.8 MB of XML) is read in about a minute; the largest in music21's corpus is 10.4 MB.
+MAX_SCORE_NOTES = 15_000  # <note> elements: notes, chord notes and rests
+MAX_SCORE_BYTES = 16 * 2**20  # score text, inflated for .mxl
+NOTE_ELEMENT = re.compile(rb"<note[\s>]")
 
 
-def _read_score(path: Path) -> pretty_midi.PrettyMIDI:
+def parse_score(path: Path):
+    """The music21 score of a MusicXML, ABC or Humdrum file (an ABC book's or an opus's first),
+    refused before parsing when it holds more than a piano score does."""
     import music21  # slow import, only when a score arrives
 
-    music21.defaults.ticksPerQuarter = SCORE_TICKS_PER_QUARTER
+    _check_score_size(path)
     try:
         options = {}
         if path.suffix.lower() == ".abc":  # ABC books hold many tunes: parse only the first
@@ -76,6 +87,44 @@ def _read_score(path: Path) -> pretty_midi.PrettyMIDI:
         score = music21.converter.parse(str(path), **options)
         if isinstance(score, music21.stream.Opus):
             score = score.scores[0] if score.scores else score
+    except Exception as err:  # music21 raises many types for malformed scores
+        raise CorruptFileError(f"{path.name} is not a readable score ({brief(err)}).") from err
+    return score
+
+
+def _check_score_size(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".mxl":
+        try:  # sizes as the archive declares them: Python's zipfile never inflates an entry past its own
+            with zipfile.ZipFile(path) as archive:
+                entries = [e for e in archive.infolist() if not e.filename.startswith("META-INF/")]
+                _check_score_bytes(path, sum(e.file_size for e in entries))
+                text = b"".join(archive.read(e) for e in entries)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as err:
+            raise CorruptFileError(f"{path.name} is not a readable score ({brief(err)}).") from err
+    else:
+        _check_score_bytes(path, path.stat().st_size)
+        text = path.read_bytes() if suffix in constants.MUSICXML_SUFFIXES else b""  # ABC, Humdrum: size only
+    if text.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16, as some of music21's own corpus is
+        text = text.decode("utf-16", errors="replace").encode()
+    notes = len(NOTE_ELEMENT.findall(text))
+    if notes > MAX_SCORE_NOTES:
+        raise TooLargeError(f"{path.name} has {notes:,} notes and rests, more than the {MAX_SCORE_NOTES:,} a score "
+                            f"may have here; export it as MIDI instead (up to {MAX_NOTES:,} notes).")
+
+
+def _check_score_bytes(path: Path, size: int) -> None:
+    if size > MAX_SCORE_BYTES:
+        raise TooLargeError(f"{path.name} holds {size / 2**20:.0f} MB of score text, more than the "
+                            f"{MAX_SCORE_BYTES / 2**20:.0f} MB a piano score needs; export it as MIDI instead.")
+
+
+def _read_score(path: Path) -> pretty_midi.PrettyMIDI:
+    import music21
+
+    music21.defaults.ticksPerQuarter = SCORE_TICKS_PER_QUARTER
+    score = parse_score(path)
+    try:
         data = music21.midi.translate.music21ObjectToMidiFile(score).writestr()
     except Exception as err:  # music21 raises many types for malformed scores
         raise CorruptFileError(f"{path.name} is not a readable score ({brief(err)}).") from err

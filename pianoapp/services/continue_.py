@@ -133,10 +133,10 @@ def continue_notes(
         if round_ == 0 and len(kept) < len(prompt):
             result.notices.append(f"The prompt is long; the model saw its last {len(kept)} notes.")
         new_ids: list[int] = []
-        for n_updates, new_ids in enumerate(_each_step_in_inference_mode(
+        for n_updates, new_ids in enumerate(
             sample(model, tokenizer, ids, end_step=round((end_s - shift) / step_s), config=sampling,
                    seed=seed + round_, max_new_tokens=tokens_left)
-        )):
+        ):
             if n_updates % NOTES_PER_UPDATE == 0:
                 yield _extended(result, before, tokenizer.decode(ids + new_ids)[len(kept):], shift)
         result = _extended(result, before, tokenizer.decode(ids + new_ids)[len(kept):], shift)
@@ -183,23 +183,6 @@ def save_continuation(result: Continuation, *, name: str = "continuation") -> Sa
     for old in sorted(scratch_dir("continuations").iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
         shutil.rmtree(old, ignore_errors=True)
     return Saved(wav, mid)
-
-
-def _each_step_in_inference_mode(steps: Iterator[list[int]]) -> Iterator[list[int]]:
-    """The sampler's steps, each run in torch's inference mode on the thread that asks for it.
-
-    The mode is per thread, and the app resumes a streaming generator on any of its worker threads:
-    a step resumed outside the mode fails on the KV cache it made inside it (8 concurrent clients,
-    bench/concurrency.py, failed 6 continuations of 16 that way).
-    """
-    import torch
-
-    while True:
-        with torch.inference_mode():
-            step = next(steps, None)
-        if step is None:
-            return
-        yield step
 
 
 def _last_onset(notes: list[pretty_midi.Note]) -> float:
