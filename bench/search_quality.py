@@ -9,7 +9,7 @@ scores, Nottingham tunes) from ../shared/data. Three kinds of query:
   name       the item's title alone (non-Nottingham items): the item is the answer
   composer   "<composer> <form>", e.g. "Chopin nocturne": every item by that composer of that form
              is relevant (precision@5)
-Each is scored by cosine alone (w=0, the baseline) and by cosine + w × `search.word_overlap` (the
+Each is scored by cosine alone (w=0, the baseline) and by cosine + w × `search.word_overlaps` (the
 share of the query's words found in the item's title and composer) for a few w, exact over every item.
 
     python bench/search_quality.py [--per-collection 60] [--seed 0] [--data DIR] [--split val]
@@ -27,7 +27,7 @@ from pianoapp.data.corpora import load_collection
 from pianoapp.data.splits import split_of
 from pianoapp.index import Index
 from pianoapp.services import library
-from pianoapp.services.search import word_overlap
+from pianoapp.services.search import word_overlaps
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)  # the service uses search.WORD_BONUS
 
@@ -79,7 +79,7 @@ def main() -> None:
         texts = [q for q, _ in pairs]
         qvecs = library.embed_texts(texts)
         cosine = qvecs @ vectors.T
-        overlap = np.array([[word_overlap(q, it) for it in items] for q in texts])
+        overlap = np.array([word_overlaps(q, items) for q in texts])
         for w in WEIGHTS:
             scores = cosine + w * overlap
             order = np.argsort(-scores, axis=1)

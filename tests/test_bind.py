@@ -11,10 +11,10 @@ from pianoapp.data.attributes import note_attributes
 from pianoapp.data.captions import captions
 from pianoapp.data.corpora import Item
 from pianoapp.data.segments import note_rows
+from pianoapp.descriptors import PIECE_DIM, piece_descriptors
 from pianoapp.errors import BadInputError
 from pianoapp.io.midi import notes_to_midi, piano_notes, read_midi
 from pianoapp.io.render import render
-from pianoapp.descriptors import PIECE_DIM, piece_descriptors
 from pianoapp.models.bind import matcher_id
 from pianoapp.models.checkpoint import load_model, save_model
 from pianoapp.models.registry import build_model

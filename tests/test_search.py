@@ -14,7 +14,7 @@ from pianoapp.errors import BadInputError
 from pianoapp.index import Filters, Index
 from pianoapp.models.text_encoder import backbone_dir, load_text_encoder
 from pianoapp.services import library
-from pianoapp.services.search import WORD_BONUS, browse, search, word_overlap
+from pianoapp.services.search import WORD_BONUS, browse, search, word_overlaps
 
 WALTZES = ["waltzes10.mid", "waltzes12.mid", "waltzes21.mid"]
 OTHERS = ["jigs10.mid", "jigs12.mid", "reelsa-c11.mid", "hpps10.mid"]
@@ -202,7 +202,13 @@ def test_demo_index_ships_and_answers(tmp_path):
     assert all(h["composer"] == "Bach" for h in hits[:3])
     # Names count: by cosine alone, Irving Berlin's "Alexander's Ragtime Band" comes first.
     assert search("piano music by Joplin", k=1)[0]["composer"] == "Joplin"
-    assert word_overlap("a ragtime by Joplin", {"title": "Maple Leaf Rag", "composer": "Joplin"}) == 0.5
+    rag, quartet = {"title": "Maple Leaf Rag", "composer": "Joplin"}, {"title": "String Quartet", "composer": "Beethoven"}
+    assert word_overlaps("a ragtime by Joplin", [rag, quartet]) == [0.5, 0.0]
+    # A named composer keeps other composers' title words from counting.
+    assert word_overlaps("string quartet movement by Haydn", [quartet, {"title": "Op. 1 No. 1, movement 1",
+                                                                       "composer": "Haydn"}]) == [0.0, 0.5]
+    assert word_overlaps("string quartet", [quartet]) == [1.0]
+    assert all(h["composer"] == "Haydn" for h in search("string quartet movement by Haydn", k=3))
     assert len(browse()) == len(index)
 
 

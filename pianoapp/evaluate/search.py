@@ -13,7 +13,7 @@ metadata baseline can match, the rest is what only the music can answer.
 Methods, all in one run: random order; MiniLM cosine between the query and each item's plain
 metadata line (`data.captions.describe`: title, composer, collection, key, tempo); the bind model
 and its baselines without LoRA / adapters / piece descriptors where they were trained; "+ names" rows add the search
-service's title/composer word bonus (`services.search.word_overlap`), as the app ranks.
+service's title/composer word bonus (`services.search.word_overlaps`) at each engine's weight, as the app ranks.
 """
 
 import os
@@ -90,7 +90,7 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
     from pianoapp.models.bind import matcher_id
     from pianoapp.models.checkpoint import load_config, load_model
     from pianoapp.models.text_encoder import load_text_encoder
-    from pianoapp.services.search import WORD_BONUS, word_overlap
+    from pianoapp.services.search import WORD_BONUSES, word_overlaps
     from pianoapp.train.bind import bind_items, item_features
 
     model_dir = Path(model_dir)
@@ -118,13 +118,13 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
     for s in range(seed, seed + seeds):
         queries = [captions(f.item, f.attributes, n=1, seed=s, split="eval")[0] for f in features]
         named = np.array([names_item(q, f.item) for q, f in zip(queries, features, strict=True)])
-        bonus = WORD_BONUS * np.array([[word_overlap(q, hit) for hit in hits] for q in queries])
+        overlap = np.array([word_overlaps(q, hits) for q in queries])
         cosine = encoder.encode(queries) @ metadata.T
         scores = {"random": np.random.default_rng(s).random((len(queries), len(features))),
-                  "metadata": cosine, "metadata + names": cosine + bonus}
+                  "metadata": cosine, "metadata + names": cosine + WORD_BONUSES["metadata"] * overlap}
         for name, model in models.items():
             scores[name] = model.encode_texts(queries) @ vectors[name].T
-        scores["bind + names"] = scores["bind"] + bonus
+        scores["bind + names"] = scores["bind"] + WORD_BONUSES["bind"] * overlap
         subsets = {"all": np.ones(len(queries), bool), "names": named, "no_names": ~named}
         for subset, rows in subsets.items():
             counts[subset].append(int(rows.sum()))
@@ -139,7 +139,7 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
                         for where, by_subset in by_where.items()} for method, by_where in runs.items()}
     return {"split": split, "items": len(features), "pieces": len(set(pieces)), "pool": min(pool, len(features)),
             "seeds": list(range(seed, seed + seeds)), "queries": {k: float(np.mean(v)) for k, v in counts.items()},
-            "word_bonus": WORD_BONUS, "model": str(model_dir), "methods": methods, "command": COMMAND}
+            "word_bonus": WORD_BONUSES, "model": str(model_dir), "methods": methods, "command": COMMAND}
 
 
 def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -181,5 +181,6 @@ def markdown(results: dict) -> str:
         lines.append("")
     lines.append(f"Queries naming the title or composer: {q['names']:.0f} on average, not naming: {q['no_names']:.0f}; "
                  f"mean ± std over seeds {results['seeds'][0]}–{results['seeds'][-1]}. "
-                 f"\"+ names\": + {results['word_bonus']} × the share of the query's words in the title or composer.")
+                 f"\"+ names\": + the search service's weight (metadata {results['word_bonus']['metadata']}, bind "
+                 f"{results['word_bonus']['bind']}) × the share of the query's words in the title or composer.")
     return "\n".join(lines)

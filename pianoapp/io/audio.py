@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pianoapp import constants
-from pianoapp.errors import brief, CorruptFileError, MissingBackendError, SilentAudioError
+from pianoapp.errors import CorruptFileError, MissingBackendError, SilentAudioError, brief
 from pianoapp.io.files import check_duration, check_file, max_duration_s
 
 SILENCE_DBFS = -60.0  # a recording whose loudest 100 ms stays below this is treated as silence

@@ -6,13 +6,15 @@ cosine (models/bind/MODEL_CARD.md). Without it, "metadata": the query and each i
 (title, composer, collection, key, tempo and words computed from its notes), both embedded with MiniLM.
 
 Hybrid: candidates (the cosine shortlist, plus every item whose title or composer shares a word with
-the query) are ranked by cosine + a bonus for the query's words found in the item's title or composer.
+the query) are ranked by cosine + a bonus for the query's words found in the item's title or composer;
+where the query names a composer, only that composer's pieces get the bonus.
 Names need it: a sentence embedding blurs them ("piano music by Joplin" otherwise prefers Irving
 Berlin's "Alexander's Ragtime Band"), and the bind engine embeds items from their music, which knows no
 names at all. Weights measured by bench/search_quality.py:
-- bind, 160 validation-split items: finding a piece by its title, recall@1 0.01 → 0.97; "<composer> <form>", precision@5
-  0.07 → 0.99; held-out captions, recall@10 0.45 → 0.62. 1.0: names and composers stop improving at
-  0.7, captions gain little more (0.64 at 1.5) while one shared word would outweigh the music further.
+- bind (with piece descriptors), 120 validation-split items (`--per-collection 40`): finding a piece by
+  its title, recall@1 0.04 → 0.975; "<composer> <form>", precision@5 0.19 → 1.00; held-out captions,
+  recall@10 0.675 → 0.758. 1.0: names and composers stop improving at 0.7, captions gain little more
+  (0.775 at 1.5) while one shared word would outweigh the music further.
 - metadata, 455 items of every split (before "piano" and "music" became stopwords): titles, recall@1 0.67 → 0.85; "<composer> <form>", precision@5 0.71 → 0.97;
   captions about the same (recall@10 0.49 → 0.51). 0.3 is where all three stop improving.
 """
@@ -62,8 +64,9 @@ def search(text: str, *, index_dir: str | os.PathLike | None = None, k: int = 10
         raise BadInputError(f"-k must be at least 1, not {k}.")
     indexes = library.open_indexes(index_dir, with_user_index)  # before the model loads, so that errors come fast
     query = library.embed_texts([text])[0]
-    hits = [(item, cosine + WORD_BONUS * word_overlap(text, item))
-            for index in indexes for item, cosine in _candidates(index, query, _words(text), k, filters)]
+    candidates = [hit for index in indexes for hit in _candidates(index, query, _words(text), k, filters)]
+    overlaps = word_overlaps(text, [item for item, _ in candidates])  # every item naming a query word is a candidate
+    hits = [(item, cosine + WORD_BONUS * overlap) for (item, cosine), overlap in zip(candidates, overlaps, strict=True)]
     hits.sort(key=lambda hit: -hit[1])
     return [{**{f: item.get(f) for f in HIT_FIELDS}, "score": round(score, 4)} for item, score in hits[:k]]
 
@@ -96,10 +99,16 @@ def warm_up() -> None:
     library.embed_texts(["warm up"])
 
 
-def word_overlap(text: str, item: dict) -> float:
-    """The share of the query's words (stopwords aside) that are words of the item's title or composer."""
+def word_overlaps(text: str, items: list[dict]) -> list[float]:
+    """Per item, the share of the query's words (stopwords aside) that are words of its title or
+    composer; but where the query names composers of these items, 0 for the items by none of them:
+    "string quartet movement by Haydn" must not lift Beethoven's "String Quartet" movements."""
     query = _words(text)
-    return len(query & _words(f"{item['title']} {item['composer']}")) / len(query) if query else 0.0
+    composers = [_words(item["composer"]) for item in items]
+    named = query & set().union(*composers)
+    return [0.0 if not query or (named and not named & composer)
+            else len(query & (_words(item["title"]) | composer)) / len(query)
+            for item, composer in zip(items, composers, strict=True)]
 
 
 def _words(text: str) -> set[str]:
