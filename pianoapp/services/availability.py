@@ -18,7 +18,7 @@ class Capability:
 CAPABILITIES = {
     c.name: c
     for c in (
-        # Answered by MiniLM over metadata text until the trained text–audio–MIDI model ships.
+        # Needs no checkpoint: without models/bind, MiniLM over metadata text answers (`library.ENGINE`).
         Capability("search", "Text search", (), "the text–audio–MIDI search model"),
         Capability("match", "Audio↔MIDI matching", ("matcher",), "the audio↔MIDI matcher"),
         Capability("continue", "Continuation", ("lm-small",), "the piano language model"),

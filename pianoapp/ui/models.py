@@ -2,6 +2,7 @@
 
 import gradio as gr
 
+from pianoapp.services import library
 from pianoapp.services.availability import CAPABILITIES, missing_reason
 from pianoapp.services.catalog import list_models
 from pianoapp.ui.components import explain
@@ -36,11 +37,18 @@ def model_rows() -> tuple:
         value="No trained models yet: train one with `pianoapp train lm --config small`.", visible=not models
     )
     status = [
-        [c.title, ", ".join(f"models/{m}" for m in c.models) or "no trained model (MiniLM over descriptions)",
+        [c.title, ", ".join(f"models/{m}" for m in c.models) or _search_needs(),
          "ready" if missing_reason(name) is None else "not available yet"]
         for name, c in CAPABILITIES.items()
     ]
     return gr.update(value=rows, visible=bool(models)), empty, status
+
+
+def _search_needs() -> str:
+    """Search runs with or without its trained model: say which engine answers."""
+    if library.ENGINE == "bind":
+        return "models/bind, models/matcher"
+    return "no trained model (MiniLM over descriptions)"
 
 
 def _millions(params: int | None) -> str:
