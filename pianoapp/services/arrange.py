@@ -11,8 +11,6 @@ its first REFERENCE_SECONDS from where it starts to sound. Without one the model
 default style.
 """
 
-import shutil
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +21,13 @@ import pretty_midi
 
 from pianoapp import constants, pianoroll
 from pianoapp.errors import BadInputError, SilentAudioError, TooLongError
-from pianoapp.io.audio import write_audio
 from pianoapp.io.files import check_file, file_kind
 from pianoapp.io.leadsheet import MAX_BARS, LeadSheet, arrangement_midi, read_leadsheet
 from pianoapp.io.midi import write_midi
 from pianoapp.io.render import render
 from pianoapp.services import availability
-from pianoapp.services.continue_ import Saved
-from pianoapp.services.preview import clock, scratch_dir
+from pianoapp.services.continue_ import Saved, save_result
+from pianoapp.services.preview import clock
 
 DEFAULT_MODEL = "arranger"
 DEFAULT_BARS = 16  # the tab's starting value: the demo lead sheet's length
@@ -39,7 +36,6 @@ DEFAULT_BARS = 16  # the tab's starting value: the demo lead sheet's length
 TEMPERATURE = 0.5
 MIN_P = 0.05
 MAX_BAR_TOKENS = 240  # a bar's accompaniment: 80 notes, far more than POP909's busiest
-KEEP_SAVED = 32  # saved results kept on disk; the app serves its own copies
 # A recording counts as speech (or noise) when under this share of its spectral peaks hold their
 # pitch for HELD_FRAMES frames (`held_peak_share`): a piano's partials stay put, a voice glides.
 # Measured: 100 rendered corpus openings 0.11–0.78 (median 0.55), the demo recordings 0.33–0.58;
@@ -252,13 +248,7 @@ def arrange(
 
 def save_arrangement(result: Arrangement, *, name: str = "arrangement") -> Saved:
     """Render the result to `<name>.wav` and write it as a two-track `<name>.mid`."""
-    folder = Path(tempfile.mkdtemp(dir=scratch_dir("arrangements")))
-    pm = result.midi()
-    wav = write_audio(folder / f"{name}.wav", render(pm, sr=constants.SAMPLE_RATE), constants.SAMPLE_RATE)
-    mid = write_midi(pm, folder / f"{name}.mid")
-    for old in sorted(scratch_dir("arrangements").iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
-        shutil.rmtree(old, ignore_errors=True)
-    return Saved(wav, mid)
+    return save_result(result.midi(), "arrangements", name)
 
 
 def arrange_file(leadsheet: str | Path, out: str | Path, **options) -> tuple[Path, list[str]]:

@@ -176,11 +176,16 @@ def regenerate(
 
 def save_continuation(result: Continuation, *, name: str = "continuation") -> Saved:
     """Render the result to `<name>.wav` and write it as a two-track `<name>.mid`."""
-    folder = Path(tempfile.mkdtemp(dir=scratch_dir("continuations")))
-    pm = result.midi()
+    return save_result(result.midi(), "continuations", name)
+
+
+def save_result(pm: pretty_midi.PrettyMIDI, purpose: str, name: str) -> Saved:
+    """Render `pm` to `<name>.wav` and write `<name>.mid`, in a fresh folder of the `purpose` scratch
+    folder (continuations, arrangements), keeping the newest KEEP_SAVED there."""
+    folder = Path(tempfile.mkdtemp(dir=scratch_dir(purpose)))
     wav = write_audio(folder / f"{name}.wav", render(pm, sr=constants.SAMPLE_RATE), constants.SAMPLE_RATE)
     mid = write_midi(pm, folder / f"{name}.mid")
-    for old in sorted(scratch_dir("continuations").iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
+    for old in sorted(scratch_dir(purpose).iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
         shutil.rmtree(old, ignore_errors=True)
     return Saved(wav, mid)
 
