@@ -19,6 +19,12 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def spread_shortfall(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg's variance term: how far each unit's standard deviation over the batch (rows) falls
+    below 1, averaged. It rules out the collapse of every row to one embedding."""
+    return F.relu(1.0 - torch.sqrt(z.var(dim=0) + eps)).mean()
+
+
 def vicreg(
     za: torch.Tensor, zb: torch.Tensor, *, sim_weight: float = 25.0, var_weight: float = 25.0,
     cov_weight: float = 1.0, eps: float = 1e-4,
@@ -31,8 +37,7 @@ def vicreg(
     n, d = za.shape
     for z in (za, zb):
         z = z - z.mean(dim=0)
-        std = torch.sqrt(z.var(dim=0) + eps)
-        variance = variance + F.relu(1.0 - std).mean() / 2
+        variance = variance + spread_shortfall(z, eps) / 2
         cov = (z.T @ z) / max(n - 1, 1)
         off_diag = cov - torch.diag(torch.diag(cov))
         covariance = covariance + off_diag.pow(2).sum() / d / 2

@@ -16,8 +16,10 @@ from pianoapp.errors import BadInputError
 from pianoapp.models import registry
 from pianoapp.models.checkpoint import load_config, load_model
 from pianoapp.tokenizer import Tokenizer
-from pianoapp.train import run
-from pianoapp.train.trainer import StepBatches, TrainConfig, apply_overrides, lr_at
+import pianoapp.train
+from pianoapp.train import run, trainer
+from pianoapp.train.arranger import ArrangerTrainConfig
+from pianoapp.train.trainer import StepBatches, TrainConfig, apply_overrides
 
 # A few real files, short windows: seconds on two CPU cores.
 SMOKE = {"max_items": 6, "batch_size": 4, "log_every": 1, "eval_every": 10, "eval_windows": 4, "warmup_steps": 5}
@@ -44,11 +46,28 @@ def test_step_batches_shard_one_stream_across_ranks():
 
 def test_learning_rate_warms_up_then_follows_a_cosine():
     config = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
-    assert lr_at(0, config) == pytest.approx(1e-4)
-    assert lr_at(9, config) == pytest.approx(1e-3)
-    assert lr_at(60, config) == pytest.approx(0.5 * (1e-3 + 1e-4))
-    assert lr_at(110, config) == pytest.approx(1e-4)
-    assert all(lr_at(s, config) >= lr_at(s + 1, config) for s in range(10, 110))
+    assert config.lr_at(0) == pytest.approx(1e-4)
+    assert config.lr_at(9) == pytest.approx(1e-3)
+    assert config.lr_at(60) == pytest.approx(0.5 * (1e-3 + 1e-4))
+    assert config.lr_at(110) == pytest.approx(1e-4)
+    assert all(config.lr_at(s) >= config.lr_at(s + 1) for s in range(10, 110))
+
+
+def test_arranger_stage_one_learns_at_its_capped_rate():
+    config = ArrangerTrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100, stage1_steps=40, stage1_lr=3e-4)
+    assert config.lr_at(0) == pytest.approx(1e-4)  # the warm-up, below the cap
+    assert [config.lr_at(s) for s in (5, 20, 39)] == pytest.approx([3e-4] * 3)
+    assert config.lr_at(40) == pytest.approx(TrainConfig.lr_at(config, 40)) and config.lr_at(40) > 5e-4
+
+
+def test_a_model_folder_under_runs_is_its_own_run_folder(monkeypatch, tmp_path, data_dir):
+    # Two ablation budgets of one arm share a folder name; their resume states must not.
+    runs_dir, seen = tmp_path / "runs", []
+    monkeypatch.setattr(pianoapp.train, "RUNS_DIR", runs_dir)
+    monkeypatch.setattr(trainer, "train", lambda *a, out_dir, run_dir, command: seen.append(run_dir) or out_dir)
+    for out in (runs_dir / "ablation-500" / "lm-x", runs_dir / "ablation-1500" / "lm-x", tmp_path / "models" / "lm-x"):
+        run("lm", "tiny", data_dir=data_dir, out_dir=out)
+    assert seen == [runs_dir / "ablation-500" / "lm-x", runs_dir / "ablation-1500" / "lm-x", runs_dir / "lm-x"]
 
 
 def test_overrides_are_typed():

@@ -23,7 +23,8 @@ def run(
 ) -> Path:
     """Train `<recipe>-<config>` (resuming if its run folder holds state) and return the model folder.
 
-    Defaults: out_dir = models/<recipe>-<config>, run_dir = runs/<out_dir's name>. `overrides`
+    Defaults: out_dir = models/<recipe>-<config>; run_dir = out_dir itself when that lies under runs/
+    (e.g. one ablation arm per budget), else runs/<out_dir's name>. `overrides`
     replaces training-config fields, the recipe's own included, e.g. {"max_steps": 20, "loss": "infonce"}.
     """
     if recipe not in RECIPES:
@@ -42,9 +43,11 @@ def run(
     name = f"{recipe}-{config}"
     train_config = apply_overrides(config_cls(**train_defaults(name)), overrides)
     out_dir = Path(out_dir) if out_dir else constants.MODELS_DIR / name
-    run_dir = Path(run_dir) if run_dir else RUNS_DIR / out_dir.name
+    if run_dir is None:
+        inside_runs = out_dir.resolve().is_relative_to(RUNS_DIR.resolve())
+        run_dir = out_dir if inside_runs else RUNS_DIR / out_dir.name
     chosen = recipe_cls(name, train_config, data_dir=Path(data_dir) if data_dir else constants.DEFAULT_DATA_DIR)
-    return train(chosen, train_config, out_dir=out_dir, run_dir=run_dir, command=command)
+    return train(chosen, train_config, out_dir=out_dir, run_dir=Path(run_dir), command=command)
 
 
 def recipe_classes(recipe: str) -> tuple[type, type]:

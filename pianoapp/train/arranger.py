@@ -22,7 +22,8 @@ which trains the null prefix, the model's default style.
 
 Simplifications: the Q-Former starts from random weights (BOSSA: MusicBERT), its symbolic stream
 embeds tokens with the frozen LM's table; one hard negative per reference; one learning-rate schedule
-across both stages. On a CPU the passes run under bf16 autocast (the trainer autocasts on CUDA only):
+across both stages, capped at `stage1_lr` in stage 1 (at the stage-2 rate the contrastive loss
+found nothing in 700 steps; at 3e-4 it did). On a CPU the passes run under bf16 autocast (the trainer autocasts on CUDA only):
 with AMX, the frozen LM's forward and backward take under half the fp32 time. Stage 1 calls the
 Q-Former's streams directly, past a DDP wrapper, so it is sized for one process.
 """
@@ -53,6 +54,7 @@ from pianoapp.data.attributes import MAJOR_TONICS
 from pianoapp.data.augment import AudioAugment, augment_audio
 from pianoapp.data.segments import TRAIN_SOUNDFONTS, Render, render_pieces
 from pianoapp.errors import BadInputError
+from pianoapp.losses import spread_shortfall
 from pianoapp.models.arranger import REFERENCE_SECONDS, Arranger, reference_clip
 from pianoapp.models.registry import build, get_config
 from pianoapp.tokenizer import Tokenizer
@@ -62,6 +64,7 @@ from pianoapp.train.trainer import TrainConfig
 @dataclass
 class ArrangerTrainConfig(TrainConfig):
     stage1_steps: int = 200  # Q-Former pre-training steps before the arrangement stage
+    stage1_lr: float = 3e-4  # stage 1's learning-rate cap
     context_len: int = 448  # tokens per example (whole bars; 99% of 4-bar segments fit)
     max_symbolic: int = 256  # stage 1: accompaniment tokens the Q-Former's symbolic stream reads
     reference_dropout: float = 0.15  # stage 2: share of examples arranged without their reference
@@ -74,6 +77,10 @@ class ArrangerTrainConfig(TrainConfig):
                                 f"({self.max_steps}).")
         if not 0 <= self.reference_dropout < 1:
             raise BadInputError("Training setting reference_dropout must be in [0, 1).")
+
+    def lr_at(self, step: int) -> float:
+        base = super().lr_at(step)
+        return min(base, self.stage1_lr) if step < self.stage1_steps else base
 
 
 POOL_EVERY_BARS = 32  # references start on these bars: about 2.6 per POP909 song
@@ -201,7 +208,9 @@ class ArrangerRecipe:
         nll = nll.view(len(tokens), -1)
         real = ~padding[:, 1:]
         generative = (nll * real).sum() / real.sum().clamp(min=1)
-        spread = _spread_shortfall(style.flatten(1)) + _spread_shortfall(symbolic)
+        # From random weights, 8 pairs a batch, the contrastive loss alone is lowered fastest by giving every
+        # reference and accompaniment one embedding (spread 0.20 -> 0.03 of their size in 50 steps).
+        spread = spread_shortfall(style.flatten(1)) + spread_shortfall(symbolic)
         return {"contrastive": contrastive, "matching": matching, "generative": generative, "spread": spread}
 
     def _accompaniment_tokens(self, ids: torch.Tensor,
@@ -269,7 +278,7 @@ class ArrangerRecipe:
                          "transpose": list(TRANSPOSE), "reference_seconds": REFERENCE_SECONDS,
                          "soundfonts": list(TRAIN_SOUNDFONTS)},
                 "train": {k: getattr(c, k)
-                          for k in ("stage1_steps", "context_len", "reference_dropout", "augment")}}
+                          for k in ("stage1_steps", "stage1_lr", "context_len", "reference_dropout", "augment")}}
 
     def report(self, model_dir: Path) -> tuple[dict, str]:
         """Held-out NLL with, without and with another reference on the test split, and the data."""
@@ -304,7 +313,7 @@ songs per split: {songs}.
 
 ## Training
 
-Stage 1, {c.stage1_steps} steps: Q-Former pre-training (contrastive + matching + generative
+Stage 1, {c.stage1_steps} steps at a learning rate of at most {c.stage1_lr:g}: Q-Former pre-training (contrastive + matching + generative
 against the target accompaniment's tokens, and VICReg's variance term against collapse). Stage 2,
 {c.max_steps - c.stage1_steps} steps: LoRA, new rows, Q-Former and projection on the accompaniment
 tokens only, the reference dropped for
@@ -357,15 +366,6 @@ def style_similarity(style: torch.Tensor, symbolic: torch.Tensor) -> torch.Tenso
     cosine between any query output and the symbolic stream's `<S>` output."""
     style, symbolic = F.normalize(style, dim=-1), F.normalize(symbolic, dim=-1)
     return torch.einsum("ike,je->ijk", style, symbolic).amax(dim=-1)
-
-
-def _spread_shortfall(z: torch.Tensor) -> torch.Tensor:
-    """VICReg's variance term: how far each unit's standard deviation over the batch falls below 1,
-    averaged. From random weights and 8 pairs a batch, the contrastive loss alone is lowered fastest
-    by giving every reference and every accompaniment one embedding (the Q-Former's outputs' spread
-    across references went from 0.20 to 0.03 of their size in 50 steps, the loss stuck at log 8);
-    this term rules that out."""
-    return F.relu(1.0 - torch.sqrt(z.var(dim=0) + 1e-4)).mean()
 
 
 def _trimmed(ids: torch.Tensor, target: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

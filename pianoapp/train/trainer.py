@@ -57,6 +57,13 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise BadInputError(f"Training setting {name} must be at least 1, not {getattr(self, name)}.")
 
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up to lr, then a cosine down to min_lr at max_steps (recipes may reshape it)."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
+        return self.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
+
 
 def apply_overrides(config: TrainConfig, overrides: dict | None) -> TrainConfig:
     """A copy of config (a TrainConfig or a recipe's subclass of it) with the given fields replaced;
@@ -124,14 +131,6 @@ class StepBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return max(0, self.max_steps - self.start_step) * self.grad_accum
-
-
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to lr, then a cosine down to min_lr at max_steps."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, *, fused: bool) -> torch.optim.AdamW:
@@ -235,7 +234,7 @@ def train(recipe: Recipe, config: TrainConfig, *, out_dir: Path, run_dir: Path, 
     try:
         while state["step"] < config.max_steps:
             step = state["step"]
-            lr = lr_at(step, config)
+            lr = config.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step_loss, step_tokens = torch.zeros((), device=device), 0
