@@ -25,7 +25,7 @@ import json
 import os
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,7 +67,6 @@ class Windows:
     chroma: np.ndarray  # (F, 12) uint8: chroma frames scaled to 0–255
     chroma_owner: np.ndarray  # (F,) int32
     cohort: np.ndarray  # (items, 2) float32: `ItemTimeline.cohort` per item
-    _dense: np.ndarray | None = field(default=None, repr=False, compare=False)  # float32 copy for scoring
 
     @classmethod
     def empty(cls, space: str, dim: int) -> "Windows":
@@ -90,19 +89,26 @@ class Windows:
         return self.chroma[_rows(self.chroma_owner, item_row)].T.astype(np.float32) / 255
 
     def best_similarities(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """(Q, len(items)): each query row's cosine similarity to the closest window of each item.
-        Exact, one matrix product over the windows of the items asked for."""
-        if self._dense is None:
-            self._dense = self.embeddings.astype(np.float32)
+        """(Q, len(items)): each query row's cosine similarity to the closest window of each item,
+        to about 1e-3. One matrix product over the windows of the items asked for, in float16 as
+        stored: at a million windows the product is bound by memory, and torch's half-precision
+        product reads half of what a float32 copy would (0.14 s against NumPy's 0.37 s on one core)."""
+        import torch
+
         queries = np.asarray(queries, np.float32)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
         items = np.asarray(items, self.owner.dtype)  # owner's dtype: searchsorted would copy owner otherwise
+        if not len(items):
+            return np.zeros((len(queries), 0), np.float32)
         lo, hi = self.owner.searchsorted(items), self.owner.searchsorted(items + 1)
-        if len(items) and lo[0] == 0 and hi[-1] == len(self.owner) and np.array_equal(lo[1:], hi[:-1]):
-            return np.maximum.reduceat(queries @ self._dense.T, lo, axis=1)  # every window, in order: no gather
-        rows = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
-        firsts = np.cumsum(np.concatenate([[0], (hi - lo)[:-1]]))
-        return np.maximum.reduceat(queries @ self._dense[rows].T, firsts, axis=1)
+        if lo[0] == 0 and hi[-1] == len(self.owner) and np.array_equal(lo[1:], hi[:-1]):
+            windows, firsts = self.embeddings, lo  # every window, in order: no gather
+        else:
+            windows = self.embeddings[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])]
+            firsts = np.cumsum(np.concatenate([[0], (hi - lo)[:-1]]))
+        with torch.inference_mode():
+            fits = torch.from_numpy(windows) @ torch.from_numpy(queries.astype(np.float16)).T
+        return np.maximum.reduceat(fits.float().numpy(), firsts, axis=0).T
 
     def extend(self, first_row: int, timelines: list[ItemTimeline]) -> "Windows":
         """These windows plus those of new items at rows first_row, first_row + 1, …"""

@@ -160,3 +160,17 @@ def test_windows_saved_before_cohort_statistics_open_and_matching_asks_for_a_reb
     assert old.search(vecs[1], k=1)[0][0]["id"] == "h1"
     with pytest.raises(BadInputError, match="another matcher checkpoint; rebuild it with `pianoapp index build"):
         match.match(assets_dir / "pedal_arpeggios.mid", index_dir=folder)
+
+
+def test_best_similarities_are_each_items_closest_window():
+    rng = np.random.default_rng(0)
+    sizes = [3, 1, 7, 4, 2]
+    timelines = [ItemTimeline(rng.standard_normal((n, 16)), np.arange(n, dtype=np.float32), np.zeros((5, 12)), (0.5, 0.1))
+                 for n in sizes]
+    windows = Windows.empty("test", 16).extend(0, timelines)
+    queries = rng.standard_normal((3, 16))
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    exact = np.array([[max(u @ (e / np.linalg.norm(e)) for e in t.embeddings) for t in timelines] for u in unit])
+    np.testing.assert_allclose(windows.best_similarities(queries, np.arange(5)), exact, atol=2e-3)
+    np.testing.assert_allclose(windows.best_similarities(queries, np.array([1, 3])), exact[:, [1, 3]], atol=2e-3)
+    assert windows.best_similarities(queries, np.array([], int)).shape == (3, 0)

@@ -85,6 +85,24 @@ def test_align_finds_a_span_inside_a_piece():
     assert fit.similarity == pytest.approx(1.0)
 
 
+def test_align_is_librosas_subsequence_dtw_exactly():
+    import librosa
+
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        m = int(rng.integers(1, 60))
+        q, p = rng.random((12, m)), rng.random((12, int(rng.integers(m, 300))))
+        if trial % 2:  # coarse values and silent frames, as in the index: many ties
+            q, p = np.round(q * 3) / 3, np.round(p * 3) / 3
+            p[:, rng.random(p.shape[1]) < 0.2] = 0
+        q, p = (x / np.maximum(np.linalg.norm(x, axis=0), 1e-9) for x in (q, p))
+        acc, path = librosa.sequence.dtw(C=1.0 - q.T @ p, subseq=True, backtrack=True)
+        fit = match.align(q, p)
+        end = int(np.argmin(acc[-1]))
+        assert fit.similarity == 1.0 - acc[-1, end] / m and fit.end_s == pytest.approx((end + 1) * match.CHROMA_HOP_S)
+        assert np.array_equal(fit.path, path[::-1])
+
+
 def test_bad_queries_get_one_sentence(index_dir, assets_dir, tmp_path):
     short = excerpt_wav(tmp_path / "short.wav", assets_dir / f"{MOZART}.mid", start_s=2.0, seconds=1.0)
     with pytest.raises(BadInputError, match="at least 4 s"):
