@@ -224,6 +224,13 @@ class Index:
     def __len__(self) -> int:
         return len(self.items)
 
+    def reembed(self, space: str, embeddings: np.ndarray) -> None:
+        """Every item's embedding replaced (same rows, another space); written by the next `save`."""
+        if len(embeddings) != len(self.items):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(self.items)} items")
+        self.space, self.dim = space, embeddings.shape[1]
+        self.embeddings, self._faiss = np.asarray(embeddings, np.float32), None
+
     @property
     def approximate(self) -> bool:
         return len(self) > EXACT_MAX_ITEMS if self._approximate is None else self._approximate

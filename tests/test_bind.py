@@ -142,12 +142,30 @@ def test_bind_index_of_real_files_finds_an_item_by_its_caption(bind_index):
     from pianoapp.index import Index
 
     index = Index.open(bind_index)
-    assert index.space == library.SPACE and index.dim == 256 and index.windows is not None
+    assert index.space == library.SPACE and index.dim == 256 + 384 and index.windows is not None
     chorale = next(it for it in index.items if "bach chorale" in it["title"])
     item = Item(chorale["id"], chorale["path"], chorale["collection"], chorale["id"], chorale["title"], "", {})
     text = captions(item, chorale["attributes"], n=1, seed=0, split="eval")[0]
     hits = search(text, index_dir=bind_index, k=3)
     assert chorale["id"] in [h["id"] for h in hits], (text, hits)
+
+
+def test_a_bind_index_from_before_the_text_half_gains_it_and_keeps_it(bind_index, tmp_path):
+    import shutil
+
+    from pianoapp.index import Index
+
+    old = tmp_path / "old"
+    shutil.copytree(bind_index, old)
+    index = Index.open(old)
+    current = index.embeddings.copy()
+    index.reembed(library._BIND_ONLY_SPACE, current[:, :256] * np.sqrt(1 + library.TEXT_WEIGHT))  # as before
+    index.save()
+    opened = library.open_index(old)
+    assert opened.space == library.SPACE
+    np.testing.assert_allclose(opened.embeddings, current, atol=1e-5)  # what a rebuild gives
+    library.remove_from_index([opened.items[0]["id"]], old)  # a write saves it upgraded
+    assert Index.open(old).space == library.SPACE and len(Index.open(old)) == len(current) - 1
 
 
 def test_bad_queries_give_a_sentence_or_valid_results(bind_index):

@@ -12,8 +12,11 @@ metadata baseline can match, the rest is what only the music can answer.
 
 Methods, all in one run: random order; MiniLM cosine between the query and each item's plain
 metadata line (`data.captions.describe`: title, composer, collection, key, tempo); the bind model
-and its baselines without LoRA / adapters / piece descriptors where they were trained; "+ names" rows add the search
-service's title/composer word bonus (`services.search.word_overlaps`) at each engine's weight, as the app ranks.
+and its baselines without LoRA / adapters / piece descriptors where they were trained; "bind + text", the
+app's bind engine: the model's cosine blended with MiniLM's between the query and the item's text
+(`services.library.beside_text` and `item_text`, what the index holds). "+ names" rows add the search
+service's title/composer word bonus (`services.search.word_overlaps`) at each engine's weight; "bind +
+text + names" is what the app ranks by.
 """
 
 import os
@@ -90,6 +93,7 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
     from pianoapp.models.bind import matcher_id
     from pianoapp.models.checkpoint import load_config, load_model
     from pianoapp.models.text_encoder import load_text_encoder
+    from pianoapp.services.library import TEXT_WEIGHT, beside_text, item_text
     from pianoapp.services.search import WORD_BONUSES, word_overlaps
     from pianoapp.train.bind import bind_items, item_features
 
@@ -111,6 +115,7 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
     encoder = load_text_encoder()
     metadata = encoder.encode([describe(f.item, f.attributes) for f in features])
     vectors = {name: item_embeddings(model, features) for name, model in models.items()}
+    blended = beside_text(vectors["bind"], [item_text(f.item, f.attributes) for f in features])
     hits = [{"title": f.item.title, "composer": f.item.composer} for f in features]
 
     runs: dict[str, dict[str, dict[str, list]]] = {}  # method -> "pool"/"whole" -> subset -> per-seed metrics
@@ -124,7 +129,9 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
                   "metadata": cosine, "metadata + names": cosine + WORD_BONUSES["metadata"] * overlap}
         for name, model in models.items():
             scores[name] = model.encode_texts(queries) @ vectors[name].T
-        scores["bind + names"] = scores["bind"] + WORD_BONUSES["bind"] * overlap
+        scores["bind + names"] = scores["bind"] + WORD_BONUSES["bind"] * (1 + TEXT_WEIGHT) * overlap  # cosine scale
+        scores["bind + text"] = beside_text(models["bind"].encode_texts(queries), queries) @ blended.T
+        scores["bind + text + names"] = scores["bind + text"] + WORD_BONUSES["bind"] * overlap
         subsets = {"all": np.ones(len(queries), bool), "names": named, "no_names": ~named}
         for subset, rows in subsets.items():
             counts[subset].append(int(rows.sum()))
@@ -139,7 +146,7 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
                         for where, by_subset in by_where.items()} for method, by_where in runs.items()}
     return {"split": split, "items": len(features), "pieces": len(set(pieces)), "pool": min(pool, len(features)),
             "seeds": list(range(seed, seed + seeds)), "queries": {k: float(np.mean(v)) for k, v in counts.items()},
-            "word_bonus": WORD_BONUSES, "model": str(model_dir), "methods": methods, "command": COMMAND}
+            "word_bonus": WORD_BONUSES, "text_weight": TEXT_WEIGHT, "model": str(model_dir), "methods": methods, "command": COMMAND}
 
 
 def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -150,7 +157,8 @@ def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 def headline(results: dict) -> dict[str, float]:
     """The card's metric lines: the bind model and the metadata baseline at the pool."""
     out = {}
-    for method, tag in (("bind", "bind"), ("bind + names", "bind_names"), ("metadata", "metadata")):
+    for method, tag in (("bind + text + names", "app"), ("bind", "bind"), ("bind + names", "bind_names"),
+                        ("metadata", "metadata")):
         for subset in ("all", "no_names"):
             m = results["methods"][method]["pool"][subset]
             suffix = "" if subset == "all" else "_no_names"
@@ -182,5 +190,7 @@ def markdown(results: dict) -> str:
     lines.append(f"Queries naming the title or composer: {q['names']:.0f} on average, not naming: {q['no_names']:.0f}; "
                  f"mean ± std over seeds {results['seeds'][0]}–{results['seeds'][-1]}. "
                  f"\"+ names\": + the search service's weight (metadata {results['word_bonus']['metadata']}, bind "
-                 f"{results['word_bonus']['bind']}) × the share of the query's words in the title or composer.")
+                 f"+ text {results['word_bonus']['bind']:.3f}, bind alone 1.0) × the share of the query's words in the "
+                 f"title or composer. \"bind + text\": (bind cosine + {results['text_weight']:g} × MiniLM cosine with "
+                 f"the item's text) / {1 + results['text_weight']:g}, as the app's index holds it.")
     return "\n".join(lines)

@@ -6,9 +6,12 @@ collection. Two engines embed items and queries (`ENGINE`, one per installation)
 - "bind", when the trained text–audio–MIDI model is in models/bind (`models.bind`): an item is embedded
   from its opening's sound and notes, the matcher's audio and MIDI windows through the model's adapters
   (a score is rendered, a recording transcribed; the windows matching keeps are reused), a query by the
-  model's text tower;
+  model's text tower; beside that, the MiniLM embedding of the item's text (the metadata engine's), so
+  that one inner product weighs the two cosines (`beside_text`; on held-out captions the blend ranks
+  better than either, models/bind/MODEL_CARD.md);
 - "metadata" otherwise: the item's description embedded with MiniLM (`item_text`), queries likewise.
-Each names its `SPACE`; an index built in another space asks to be rebuilt.
+Each names its `SPACE`; an index built in another space asks to be rebuilt, except a bind index from
+before the text half, which gains it from its items' stored texts when opened (`_open_current`).
 
 Files under the shared training data (POP909, ASAP, Nottingham) keep their collection's metadata
 (song names, composers, tune types). Demo items are named `music21:<corpus path>`, the same on every
@@ -44,8 +47,9 @@ from pianoapp.io.midi import piano_notes, read_midi, write_midi
 BIND_DIR = constants.MODELS_DIR / "bind"
 ENGINE = "bind" if (BIND_DIR / "model.safetensors").is_file() else "metadata"  # what answers a text query
 # The checkpoint (bind) or the encoder and item-text recipe (metadata; bump on any change) embeddings come from.
-SPACE = (f"bind/{hashlib.sha256((BIND_DIR / 'model.safetensors').read_bytes()).hexdigest()[:12]}" if ENGINE == "bind"
-         else "all-MiniLM-L6-v2/metadata-text-v1")
+_BIND_ID = hashlib.sha256((BIND_DIR / "model.safetensors").read_bytes()).hexdigest()[:12] if ENGINE == "bind" else ""
+SPACE = f"bind+text/{_BIND_ID}" if ENGINE == "bind" else "all-MiniLM-L6-v2/metadata-text-v1"
+_BIND_ONLY_SPACE = f"bind/{_BIND_ID}"  # the same model's embeddings before the text half was added
 DEMO_INDEX_DIR = constants.ASSETS_DIR / "demo-index"
 DEMO_COLLECTION = "music21"
 UPLOADS_COLLECTION = "your files"
@@ -100,7 +104,26 @@ def item_text(item: Item, attributes: dict) -> str:
 def embed_texts(texts: list[str]) -> np.ndarray:
     """Texts (queries; for the metadata engine, item texts too) in the engine's space, unit rows."""
     if ENGINE == "bind":
-        return load_bind().encode_texts(texts)
+        return beside_text(load_bind().encode_texts(texts), texts)
+    return _minilm(texts)
+
+
+# The description's cosine against the model's in a bind score: chosen on the validation split's held-out
+# captions (`python bench/search_blend.py`; queries naming no title or composer, MRR 0.382 alone, 0.438
+# at 1, 0.470 at 2, 0.472 at 3).
+TEXT_WEIGHT = 2.0
+
+
+def beside_text(vectors: np.ndarray, texts: list[str]) -> np.ndarray:
+    """The bind engine's rows: each bind embedding (an item's, or a query's from the text tower) beside
+    the MiniLM embedding of its text (the item's `item_text`, or the query), both unit, scaled so that a
+    row is unit and an inner product of two is (bind cosine + TEXT_WEIGHT × text cosine) / (1 + TEXT_WEIGHT)."""
+    halves = [v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+              for v in (np.asarray(vectors, np.float32), _minilm(texts))]
+    return np.hstack([halves[0], np.sqrt(TEXT_WEIGHT) * halves[1]]) / np.sqrt(1.0 + TEXT_WEIGHT)
+
+
+def _minilm(texts: list[str]) -> np.ndarray:
     from pianoapp.models.text_encoder import load_text_encoder  # torch and transformers: only when needed
 
     return load_text_encoder().encode(texts)
@@ -112,7 +135,7 @@ def embed_file(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     source = Source(str(path), path, UPLOADS_COLLECTION, _plain_item(path, UPLOADS_COLLECTION), upload=True)
     record, _, vector = _record(source, _content_hash(check_file(path)), False)
-    return vector if vector is not None else embed_texts([record["text"]])[0]
+    return (beside_text(vector[None], [record["text"]]) if vector is not None else embed_texts([record["text"]]))[0]
 
 
 _bind_lock = threading.Lock()
@@ -184,8 +207,20 @@ def open_index(folder: str | os.PathLike) -> Index:
     with _opened_lock:
         cached = _opened.get(folder)
         if cached is None or cached.generation != generation:
-            cached = _opened[folder] = Index.open(folder, space=SPACE)
+            cached = _opened[folder] = _open_current(folder)
         return cached
+
+
+def _open_current(folder: Path) -> Index:
+    """The index in `folder`, in this installation's space. One from the bind model before items
+    carried their text half gains it here, from each item's stored text: what a rebuild would give,
+    without reading a file again; the next save keeps it."""
+    index = Index.open(folder)
+    if index.space == _BIND_ONLY_SPACE and ENGINE == "bind":
+        index.reembed(SPACE, beside_text(index.embeddings, [item["text"] for item in index.items]))
+    elif index.space != SPACE:
+        Index.open(folder, space=SPACE)  # raises, saying what to rebuild
+    return index
 
 
 def demo_index_dir() -> Path:
@@ -270,7 +305,7 @@ def add_to_index(paths: Iterable[str | os.PathLike], index_dir: str | os.PathLik
     read_manifest(Path(index_dir))  # a missing or outdated index is a sentence, before anything is read
     sources, skipped = _find_files(paths)
     with locked(index_dir):
-        report = _index_files(Index.open(index_dir, space=SPACE), sources, progress=progress)
+        report = _index_files(_open_current(Path(index_dir)), sources, progress=progress)
     report.skipped[:0] = skipped
     return report
 
@@ -284,7 +319,7 @@ def add_uploads(uploads: Iterable[str | os.PathLike], index_dir: str | os.PathLi
     sources, skipped = [], []
     with locked(index_dir):
         if is_index(index_dir):  # an outdated index is refused before any upload is copied
-            index = Index.open(index_dir, space=SPACE)
+            index = _open_current(index_dir)
         else:
             index = Index.create(index_dir, SPACE, _engine_dim(), windows=_new_windows())
         store.mkdir(exist_ok=True)
@@ -318,7 +353,7 @@ def remove_from_index(keys: Iterable[str], index_dir: str | os.PathLike) -> Repo
     keys = [str(k) for k in keys]
     read_manifest(Path(index_dir))
     with locked(index_dir):
-        index = Index.open(index_dir, space=SPACE)
+        index = _open_current(Path(index_dir))
         by_file = {_same_file(it["path"]): it["path"] for it in index.items}
         wanted = {by_file.get(_same_file(k), k) for k in keys}
         removed = index.remove(wanted)
@@ -395,7 +430,8 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
         which = "The file could not" if len(sources) == 1 else f"None of the {len(sources)} files could"
         raise BadInputError(f"{which} be indexed: {reasons}")
     if records:
-        embeddings = np.stack(vectors) if ENGINE == "bind" else embed_texts([r["text"] for r in records])
+        texts = [r["text"] for r in records]
+        embeddings = beside_text(np.stack(vectors), texts) if ENGINE == "bind" else embed_texts(texts)
         report.added = index.add(records, embeddings, windows if with_windows else None)
     index.save()
     report.total = len(index)
@@ -512,12 +548,12 @@ def _new_windows():
 
 
 def _engine_dim() -> int:
+    from pianoapp.models.text_encoder import load_text_encoder
+
     if ENGINE == "bind":
         from pianoapp.models.checkpoint import load_config
 
-        return int(load_config(BIND_DIR)["model"]["embed_dim"])
-    from pianoapp.models.text_encoder import load_text_encoder
-
+        return int(load_config(BIND_DIR)["model"]["embed_dim"]) + load_text_encoder().dim
     return load_text_encoder().dim
 
 

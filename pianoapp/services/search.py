@@ -2,7 +2,8 @@
 
 The engine (`library.ENGINE`) is "bind" where the trained text–audio–MIDI model is installed: the query
 through its text tower, each item from how its opening sounds and what its notes do, compared by
-cosine (models/bind/MODEL_CARD.md). Without it, "metadata": the query and each item's description
+cosine (models/bind/MODEL_CARD.md), blended with the MiniLM cosine between the query and the item's
+description (`library.beside_text`: the model's counts 1, the description's `library.TEXT_WEIGHT`). Without it, "metadata": the query and each item's description
 (title, composer, collection, key, tempo and words computed from its notes), both embedded with MiniLM.
 
 Hybrid: candidates (the cosine shortlist, plus every item whose title or composer shares a word with
@@ -14,7 +15,8 @@ names at all. Weights measured by bench/search_quality.py:
 - bind (with piece descriptors), 120 validation-split items (`--per-collection 40`): finding a piece by
   its title, recall@1 0.04 → 0.975; "<composer> <form>", precision@5 0.19 → 1.00; held-out captions,
   recall@10 0.675 → 0.758. 1.0: names and composers stop improving at 0.7, captions gain little more
-  (0.775 at 1.5) while one shared word would outweigh the music further.
+  (0.775 at 1.5) while one shared word would outweigh the music further. Since the description's
+  cosine joined the model's, a score is their blend divided by 1 + TEXT_WEIGHT, and so is the weight.
 - metadata, 455 items of every split (before "piano" and "music" became stopwords): titles, recall@1 0.67 → 0.85; "<composer> <form>", precision@5 0.71 → 0.97;
   captions about the same (recall@10 0.49 → 0.51). 0.3 is where all three stop improving.
 """
@@ -32,7 +34,8 @@ from pianoapp.services import library
 ENGINE_NOTES = {
     "bind": "Answering: **text–music search**: a model trained to put descriptions and music in one space "
             "compares your words with how each piece sounds and what its notes do (its opening, rendered and "
-            "read by the audio and MIDI encoders, and the key, tempo and texture of all its notes); words of a "
+            "read by the audio and MIDI encoders, and the key, tempo and texture of all its notes), and, "
+            "weighing more, with each piece's description (title, composer, key, tempo, texture); words of a "
             "title or composer in your query count extra.",
     "metadata": "Answering: **metadata search**: your words are compared (MiniLM sentence embeddings) with each "
                 "piece's description: title, composer, collection, key, tempo, and words computed from its notes "
@@ -48,7 +51,7 @@ EXAMPLE_QUERIES = (
     "string quartet movement by Haydn",
 )
 HIT_FIELDS = ("path", "title", "composer", "collection", "key", "tempo_bpm", "duration_s", "id")
-WORD_BONUSES = {"bind": 1.0, "metadata": 0.3}  # per engine: their cosines spread differently (see above)
+WORD_BONUSES = {"bind": 1.0 / (1.0 + library.TEXT_WEIGHT), "metadata": 0.3}  # per engine: their cosines spread differently (see above)
 WORD_BONUS = WORD_BONUSES[library.ENGINE]  # score = cosine + this × share of the query's words in the title or composer
 SHORTLIST = 100  # cosine candidates per index that the word bonus re-ranks
 # "piano" and "music" too: every item is piano music, so in a query they name nothing ("piano music by Joplin")
