@@ -14,7 +14,8 @@ Methods, all in one run: random order; MiniLM cosine between the query and each 
 metadata line (`data.captions.describe`: title, composer, collection, key, tempo); the bind model
 and its baselines without LoRA / adapters / piece descriptors where they were trained; "bind + text", the
 app's bind engine: the model's cosine blended with MiniLM's between the query and the item's text
-(`services.library.beside_text` and `item_text`, what the index holds). "+ names" rows add the search
+(`services.library.beside_text` and `item_text`, what the index holds); "item text + names", the
+metadata engine as the app runs it without models/bind. "+ names" rows add the search
 service's title/composer word bonus (`services.search.word_overlaps`) at each engine's weight; "bind +
 text + names" is what the app ranks by.
 """
@@ -115,7 +116,8 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
     encoder = load_text_encoder()
     metadata = encoder.encode([describe(f.item, f.attributes) for f in features])
     vectors = {name: item_embeddings(model, features) for name, model in models.items()}
-    blended = beside_text(vectors["bind"], [item_text(f.item, f.attributes) for f in features])
+    texts = [item_text(f.item, f.attributes) for f in features]
+    blended, text_vectors = beside_text(vectors["bind"], texts), encoder.encode(texts)
     hits = [{"title": f.item.title, "composer": f.item.composer} for f in features]
 
     runs: dict[str, dict[str, dict[str, list]]] = {}  # method -> "pool"/"whole" -> subset -> per-seed metrics
@@ -132,6 +134,7 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
         scores["bind + names"] = scores["bind"] + WORD_BONUSES["bind"] * (1 + TEXT_WEIGHT) * overlap  # cosine scale
         scores["bind + text"] = beside_text(models["bind"].encode_texts(queries), queries) @ blended.T
         scores["bind + text + names"] = scores["bind + text"] + WORD_BONUSES["bind"] * overlap
+        scores["item text + names"] = encoder.encode(queries) @ text_vectors.T + WORD_BONUSES["metadata"] * overlap
         subsets = {"all": np.ones(len(queries), bool), "names": named, "no_names": ~named}
         for subset, rows in subsets.items():
             counts[subset].append(int(rows.sum()))
