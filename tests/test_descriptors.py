@@ -1,7 +1,8 @@
 import numpy as np
 import pretty_midi
+import torch
 
-from pianoapp.descriptors import A4_DIM, D4_DIM, a4, d4, octave_band_energy
+from pianoapp.descriptors import A4_DIM, D4_DIM, a4, d4, d4_features, octave_band_energy
 from pianoapp.io.midi import notes_to_midi
 from pianoapp.io.render import render
 
@@ -25,3 +26,14 @@ def test_d4_intervals():
     assert np.allclose(feats[3], [17 / 24, 0, 12 / 24, 0])  # the last two clamp to the octave
     assert np.allclose(feats[0, [0, 2]], 0)  # the first note has no predecessor
     assert d4(np.array([60])).shape == (1, 4)
+
+
+def test_d4_can_read_each_chord_bottom_to_top():
+    # A C major chord whose notes start 5-10 ms apart, top first, then a G a beat later.
+    pitch = torch.tensor([[67, 60, 64, 67, 0]])
+    onset = torch.tensor([[0.0, 0.005, 0.01, 0.5, 0.0]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    raw = d4_features(pitch, mask)[0, :, 0] * 24
+    assert raw.tolist()[:4] == [0, -7, 4, 3]  # the order they started in: a leap down inside the chord
+    chords = d4_features(pitch, mask, onset, chord_s=0.03)[0, :, 0] * 24
+    assert chords.tolist() == [3, 0, 4, 0, 0]  # C-E-G upwards, then G to G; padding stays zero

@@ -35,6 +35,7 @@ class MidiEncoderConfig:
     n_heads: int = 4
     ffn_hidden: int = 768
     dropout: float = 0.1
+    d4_chord_s: float = 0.0  # D4 with chords read bottom to top (`d4_features`); 0: in event order
 
 
 class MidiEncoder(nn.Module):
@@ -68,7 +69,7 @@ class MidiEncoder(nn.Module):
                        self.duration_emb(duration_bin)], dim=-1)
         e = self.event(e)
         if self.inject_d4 is not None:
-            e = self.inject_d4(torch.cat([e, d4_features(pitch, mask).to(e.dtype)], dim=-1))
+            e = self.inject_d4(torch.cat([e, d4_features(pitch, mask, onset, self.config.d4_chord_s).to(e.dtype)], dim=-1))
         e = self.drop(e + sinusoid(onset / ONSET_RESOLUTION_S, self.config.d_model).to(e.dtype))
         # A row without notes would leave attention nothing to look at; its pooled output is zeros.
         attend = mask.clone()

@@ -8,7 +8,7 @@ so the model card can say how the model fares on a timbre it never heard. Valida
 within a pool of val segments; the card's numbers follow the seed protocol on the test split.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class MatcherTrainConfig(TrainConfig):
     temperature: float = 0.07  # InfoNCE only
     use_a4: bool = True  # the paper's arms: D0 (neither), a4, d4, d4a4 (both)
     use_d4: bool = True
+    d4_chord_s: float = 0.0  # MidiEncoderConfig.d4_chord_s
     soundfonts: str = "FluidR3_GM,MuseScore_General"  # comma-separated; TimGM6mb is held out
     renders_per_piece: int = 2  # the first at the written tempo, the others time-scaled
     render_seconds: float = 60.0  # of each piece's opening
@@ -75,6 +76,7 @@ class MatcherRecipe:
     def __init__(self, name: str, config: MatcherTrainConfig, *, data_dir: Path | None = None):
         self.name, self.config, self.data_dir = name, config, data_dir
         self.model_config = get_config(name, use_a4=config.use_a4, use_d4=config.use_d4)
+        self.model_config.midi = replace(self.model_config.midi, d4_chord_s=config.d4_chord_s)
         self._val: list[dict] | None = None
 
     def _segments(self, split: str, *, soundfonts: tuple[str, ...], per_piece: int) -> Segments:
@@ -149,7 +151,7 @@ with {', '.join(c.soundfont_names)} ({c.renders_per_piece} per piece: one at the
 cut into {SEGMENT_SECONDS:g} s segments every {HOP_SECONDS:g} s and paired with the notes sounding in each
 (sustain pedal folded in). Audio augmentation: {'gain, EQ, reverb, noise at 10–40 dB SNR' if c.augment else 'none'}.
 Piece-disjoint splits; files per split: {files}. Arm {arm} (A4 {'on' if m.use_a4 else 'off'}, D4
-{'on' if m.use_d4 else 'off'}), {c.loss} loss.
+{'on' if m.use_d4 else 'off'}{f', chords read bottom to top in {m.midi.d4_chord_s * 1000:g} ms cells' if m.use_d4 and m.midi.d4_chord_s else ''}), {c.loss} loss.
 
 ## Evaluation (seed protocol, {main['split']} split)
 
