@@ -45,7 +45,7 @@ CALIBRATION = "calibration.json"
 COHORT = "cohort.npz"  # beside the model: window embeddings of unrelated training music, per tower
 # Pieces aligned by DTW in the second stage. Chosen on the validation split (190 pieces indexed, 100 10 s
 # TimGM6mb excerpts at 20 dB SNR): the true piece was among the first 48 for 0.87 of them, 64 for 0.96,
-# 96 for all; DTW costs about 8 ms a piece, so 96 adds 0.4 s to a query and bounds it at any size.
+# 96 for all; its two alignments cost about 3 ms a piece, so 96 add about 0.3 s to a query at any size.
 SHORTLIST = 96
 SILENT_WINDOW_DBFS = -55.0  # quieter windows hold nothing to match
 CHROMA_HOP_S = 0.1  # chroma frame: fine enough for sub-second starts, light enough to keep for every item
