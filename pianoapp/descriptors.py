@@ -20,14 +20,13 @@ import numpy as np
 import torch
 
 from pianoapp import constants
-from pianoapp.data.attributes import MAJOR_TONICS, MINOR_TONICS
+from pianoapp.data.attributes import MAJOR_TONICS, MINOR_TONICS, TEXTURES
 
 A4_N_FFT = 2048
 A4_HOP = 512
 A4_BAND_EDGES_HZ = (47.0, 94.0, 188.0, 375.0, 750.0, 1500.0, 3000.0, 6000.0, 12000.0)
 A4_DIM = 2 * (len(A4_BAND_EDGES_HZ) - 1)
 D4_DIM = 4
-TEXTURES = ("monophonic", "homophonic", "polyphonic")
 PIECE_DIM = 24 + 9 + len(TEXTURES)
 
 

@@ -19,6 +19,7 @@ MINOR_TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 ONSET_FPS = 100  # onset envelope rate for the tempo estimate
 TEMPO_PRIOR_BPM = 100.0  # centre of the tempo prior (bench: 100 is the best compromise across collections)
 CHORD_TOLERANCE_S = 0.03  # onsets closer than this count as one attack
+TEXTURES = ("monophonic", "homophonic", "polyphonic")  # what `texture` says
 MAX_RING_S = 2.0  # longer notes (held pedal, tied chords) count as this long for key and polyphony
 
 # Word thresholds: (upper bound, word), checked in order.
@@ -139,8 +140,9 @@ def texture(polyphony: float, starts: np.ndarray) -> str:
     melody over broken chords. Bach chorales strike 66-70% of their notes with another, fugues and
     POP909 songs 40-55%.
     """
+    monophonic, homophonic, polyphonic = TEXTURES
     if polyphony < 1.2:
-        return "monophonic"
+        return monophonic
     attacks = np.diff(np.sort(starts)) > CHORD_TOLERANCE_S
     chordal = 1.0 - attacks.mean() if len(attacks) else 0.0  # share of notes struck with the one before
-    return "homophonic" if chordal >= 0.6 else "polyphonic"
+    return homophonic if chordal >= 0.6 else polyphonic
