@@ -26,8 +26,7 @@ from pianoapp.io.leadsheet import MAX_BARS, LeadSheet, arrangement_midi, read_le
 from pianoapp.io.midi import write_midi
 from pianoapp.io.render import render
 from pianoapp.services import availability
-from pianoapp.services.continue_ import Saved, save_result
-from pianoapp.services.preview import clock
+from pianoapp.services.preview import Saved, clock, save_result
 
 DEFAULT_MODEL = "arranger"
 DEFAULT_BARS = 16  # the tab's starting value: the demo lead sheet's length

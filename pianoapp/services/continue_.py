@@ -5,8 +5,6 @@ outgrows the context, the window slides forward and sampling goes on from the la
 A result can be played on (its notes become the next prompt) or sampled again from any point.
 """
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,17 +14,14 @@ import pretty_midi
 
 from pianoapp import constants, pianoroll
 from pianoapp.errors import BadInputError, EmptyMidiError
-from pianoapp.io.audio import write_audio
 from pianoapp.io.files import file_kind
 from pianoapp.io.midi import notes_to_midi, piano_notes, read_midi, write_midi
-from pianoapp.io.render import render
 from pianoapp.services import availability
-from pianoapp.services.preview import clock, scratch_dir
+from pianoapp.services.preview import Saved, clock, save_result
 
 DEFAULT_MODEL = "lm-small"
 MAX_SECONDS = 120.0
 NOTES_PER_UPDATE = 4  # streaming granularity for the UI
-KEEP_SAVED = 32  # saved results kept on disk; the app serves its own copies, so older ones can go
 # At most this many notes per second of continuation (3 tokens each). A model imitating an absurdly
 # dense prompt (hundreds of notes a second) would otherwise decode for minutes to cover one second.
 MAX_NOTES_PER_S = 40
@@ -67,14 +62,6 @@ class Continuation:
         written = max(n.start for n in self.generated) - prompt_end
         planned = "" if self.done or self.end_s is None else f" of {self.end_s - prompt_end:.0f}"
         return line + f" · continuation {written:.1f}{planned} s · {len(self.generated):,} notes"
-
-
-@dataclass(frozen=True)
-class Saved:
-    """A result ready to hand out: audio to play and MIDI to download."""
-
-    wav_path: Path
-    midi_path: Path
 
 
 def load_prompt(path: str | Path) -> tuple[list[pretty_midi.Note], list[str]]:
@@ -177,17 +164,6 @@ def regenerate(
 def save_continuation(result: Continuation, *, name: str = "continuation") -> Saved:
     """Render the result to `<name>.wav` and write it as a two-track `<name>.mid`."""
     return save_result(result.midi(), "continuations", name)
-
-
-def save_result(pm: pretty_midi.PrettyMIDI, purpose: str, name: str) -> Saved:
-    """Render `pm` to `<name>.wav` and write `<name>.mid`, in a fresh folder of the `purpose` scratch
-    folder (continuations, arrangements), keeping the newest KEEP_SAVED there."""
-    folder = Path(tempfile.mkdtemp(dir=scratch_dir(purpose)))
-    wav = write_audio(folder / f"{name}.wav", render(pm, sr=constants.SAMPLE_RATE), constants.SAMPLE_RATE)
-    mid = write_midi(pm, folder / f"{name}.mid")
-    for old in sorted(scratch_dir(purpose).iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
-        shutil.rmtree(old, ignore_errors=True)
-    return Saved(wav, mid)
 
 
 def _last_onset(notes: list[pretty_midi.Note]) -> float:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+import pretty_midi
 
 from pianoapp import constants, pianoroll
 from pianoapp.io.audio import load_audio, write_audio
 from pianoapp.io.files import check_file, file_kind
-from pianoapp.io.midi import piano_notes, read_midi, sustain_intervals
+from pianoapp.io.midi import piano_notes, read_midi, sustain_intervals, write_midi
 from pianoapp.io.render import render
 
 CACHE_AUDIO_BYTES = 256 * 2**20  # about 45 minutes of preview audio held in memory
@@ -93,6 +94,28 @@ def scratch_dir(purpose: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=f"pianoapp-{purpose}-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+KEEP_SAVED = 32  # saved results kept on disk; the app serves its own copies, so older ones can go
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A result ready to hand out: audio to play and MIDI to download."""
+
+    wav_path: Path
+    midi_path: Path
+
+
+def save_result(pm: pretty_midi.PrettyMIDI, purpose: str, name: str) -> Saved:
+    """Render `pm` to `<name>.wav` and write `<name>.mid`, in a fresh folder of the `purpose` scratch
+    folder (continuations, arrangements), keeping the newest KEEP_SAVED there."""
+    folder = Path(tempfile.mkdtemp(dir=scratch_dir(purpose)))
+    wav = write_audio(folder / f"{name}.wav", render(pm, sr=constants.SAMPLE_RATE), constants.SAMPLE_RATE)
+    mid = write_midi(pm, folder / f"{name}.mid")
+    for old in sorted(scratch_dir(purpose).iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_SAVED]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Saved(wav, mid)
 
 
 def _write_wav(audio: np.ndarray, key: str) -> Path:
