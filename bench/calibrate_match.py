@@ -1,6 +1,7 @@
 """Calibrate matching for a matcher checkpoint and write the results beside it: the cohort (window
 embeddings of 1,024 training segments, which shortlisting normalises against: cohort.npz), then the
-"no match" threshold chosen on the validation split (calibration.json).
+"no match" threshold on the best hit's margin over the runner-up (`services.match.margin`) chosen on
+the validation split (calibration.json).
 
     python bench/calibrate_match.py [--model models/matcher] [--queries 200]
 
@@ -8,7 +9,7 @@ Indexes built before a new cohort ask to be rebuilt (the cohort is part of their
 
 Queries are 10 s excerpts in the held-out soundfont with 20 dB noise (`pianoapp.evaluate.matching`):
 excerpts of indexed pieces, and of pieces kept out of the index. The threshold maximises the F1 of
-saying "match" (a correct top hit at or above it); the test split's precision and recall at it are
+saying "match" (a correct top hit whose margin reaches it); the test split's precision and recall at it are
 in `pianoapp eval matcher`.
 """
 
@@ -39,10 +40,10 @@ def main() -> None:
     for cached in (match.cohort, match.windows_space):
         cached.cache_clear()
     report = evaluate_matching(model, split="val", n_queries=args.queries, baseline=False)
-    scores = report["positive_scores"], report["positive_correct"], report["negative_scores"]
-    threshold = calibrate(*scores)
-    quality = decision_quality(*scores, threshold)
-    doc = {"no_match_below": round(threshold, 4), "chosen_on": "val", **quality,
+    margins = report["positive_margins"], report["positive_correct"], report["negative_margins"]
+    threshold = calibrate(*margins)
+    quality = decision_quality(*margins, threshold)
+    doc = {"no_match_below": round(threshold, 4), "statistic": "margin", "chosen_on": "val", **quality,
            "queries": report["queries"], "negatives": report["negatives"],
            "command": "python bench/calibrate_match.py" + (f" --queries {args.queries}" if args.queries != 200 else "")}
     (args.model / match.CALIBRATION).write_text(json.dumps(doc, indent=1) + "\n")

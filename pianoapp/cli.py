@@ -257,8 +257,8 @@ def _match(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False))
         return 0
     if report["no_match"]:
-        print(f"no match: no indexed piece reaches the match score {report['threshold']:.2f}; the closest:",
-              file=sys.stderr)
+        print(f"no match: no indexed piece stands out (the closest leads the next piece by {report['margin']:.3f}; "
+              f"a match needs {report['threshold']:.3f}); the closest:", file=sys.stderr)
     for rank, hit in enumerate(report["results"], 1):
         mark = "" if hit["match"] else "  (no match)"
         print(f"{rank:>3}. {hit['score']:.3f}  {clock(hit['start_s'])}–{clock(hit['end_s'])}  {hit['title']}"

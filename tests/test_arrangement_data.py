@@ -148,6 +148,22 @@ def test_examples_are_seeded_padded_and_referenced(song, codec):
     assert piano.shape[1] == 4 and piano[:, 0].min() >= 0
 
 
+def test_own_references_are_stage_two_transposed_items_only(song, codec):
+    from pianoapp.train.arranger import ReferencedExamples
+
+    pairs = ArrangementPairs([song])
+    examples = ArrangementExamples(pairs, codec, context_len=512, seed=3)
+    options = {"seed": 3, "augment": None, "stage1_items": 10, "drop": 0.0}
+    own = ReferencedExamples(examples, own=1.0, **options)
+    plain = ReferencedExamples(examples, **options)
+    for i in range(40):
+        item, reference, _ = own._draw(i)
+        expected = item["segment"] if i >= 10 and item["semitones"] else plain._draw(i)[1]
+        assert reference == expected and plain._draw(i)[1] != item["segment"]
+    assert any(own._draw(i)[1] == own._draw(i)[0]["segment"] for i in range(10, 40))
+    assert ArrangementExamples(pairs, codec, context_len=512, seed=3, transpose=False)[7]["semitones"] == 0
+
+
 def test_songs_are_cached(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = load_songs("test", data_dir=data_dir, max_songs=2)

@@ -62,7 +62,7 @@ def test_cka_on_real_test_segments_is_seeded_and_drops_each_band(data_dir):
     again = explore.cka(**args)
     assert first == {**again, "seconds": first["seconds"]}
     model = first["models"][0]
-    assert model["arm"] == "d4a4" and np.array(model["matrix"]).shape == (4, 4) and first["segments"] == 8
+    assert model["arm"] == "a4" and np.array(model["matrix"]).shape == (4, 4) and first["segments"] == 8
     assert model["paired_cosine"] > model["unpaired_cosine"]  # a trained matcher pairs what belongs together
     assert [b["band"] for b in first["bands"]] == [*range(len(A4_BAND_EDGES_HZ) - 1), "all"]
     assert first["bands"][-1]["delta_paired_cosine"] < 0  # without A4 at all, pairs agree less

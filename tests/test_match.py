@@ -47,6 +47,20 @@ def test_noisy_excerpt_in_an_unseen_soundfont_is_found_where_it_starts(index_dir
     assert best["start_s"] < best["end_s"] <= best["duration_s"]
     assert best["score"] > report["results"][1]["score"]
     assert report["query"]["duration_s"] == pytest.approx(8.0, abs=0.01)
+    assert best["match"] and not report["no_match"] and report["margin"] >= report["threshold"]
+    assert not any(hit["match"] for hit in report["results"][1:])
+
+
+def test_a_piece_indexed_twice_is_one_match_measured_against_other_pieces(assets_dir, tmp_path):
+    folder = tmp_path / "both"
+    library.build_index([assets_dir / f"{MOZART}.mid", assets_dir / f"{MOZART}.flac",
+                         assets_dir / "joplin_maple_leaf_rag_opening.mid"], folder)
+    query = excerpt_wav(tmp_path / "clip.wav", assets_dir / f"{MOZART}.mid", start_s=3.0, seconds=8.0)
+    report = match.match(query, index_dir=folder, k=1)
+    hits = match.rank(match.read_query(query), library.open_indexes(folder, False)[0], k=3)
+    assert [Path(h["path"]).stem for h in hits[:2]] == [MOZART, MOZART] and match.same_piece(*hits[:2])
+    assert report["margin"] == pytest.approx(hits[0]["score"] - hits[2]["score"], abs=1e-3)
+    assert len(report["results"]) == 1 and report["results"][0]["match"]
 
 
 def test_a_midi_file_finds_its_recording(assets_dir, tmp_path):

@@ -415,7 +415,8 @@ class ArrangementExamples(Dataset):
     """Item i, a pure function of (seed, i): a segment drawn uniformly from `pairs`, transposed by a
     random TRANSPOSE semitones (none when `transpose` is False), encoded, cut to whole bars that fit
     `context_len + 1` ids and right-padded with <PAD>:
-    {"ids": long (context_len + 1,), "target": bool (context_len + 1,), "segment": j, "reference": j'},
+    {"ids": long (context_len + 1,), "target": bool (context_len + 1,), "segment": j, "semitones": the
+    transposition, "reference": j'},
     `reference` being the segment whose PIANO notes (`pairs.piano(j')`, untransposed) are rendered as
     the style reference."""
 
@@ -429,8 +430,8 @@ class ArrangementExamples(Dataset):
         rng = np.random.default_rng([self.seed, i])
         j = int(rng.integers(len(self.pairs)))
         pair = self.pairs.pair(j)
-        if self.transpose:
-            pair = pair.transpose(fitting_transposition(pair, rng))
+        semitones = fitting_transposition(pair, rng) if self.transpose else 0
+        pair = pair.transpose(semitones)
         ids, target = self.codec.encode(pair.leadsheet, pair.accompaniment)
         ids, target = fit_context(ids, target, self.context_len + 1, self.codec.bar_id)
         pad = self.context_len + 1 - len(ids)
@@ -438,6 +439,7 @@ class ArrangementExamples(Dataset):
             "ids": torch.tensor(ids + [self.codec.tokenizer.pad_id] * pad, dtype=torch.long),
             "target": torch.tensor(target + [False] * pad, dtype=torch.bool),
             "segment": j,
+            "semitones": semitones,
             "reference": self.pairs.reference(j, rng),
         }
 

@@ -24,11 +24,13 @@ from pianoapp.data.sequences import END, PITCH, START, VELOCITY
 from pianoapp.evaluate.matcher import log_part
 from pianoapp.index import Index
 from pianoapp.services.match import (
+    MARGIN_HITS,
     Query,
     align,
     chroma_of_audio,
     chroma_of_notes,
     item_timeline,
+    margin,
     no_match_threshold,
     rank,
 )
@@ -99,8 +101,9 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
 
     A seeded `held_out_fraction` of the pieces stays out of the index: excerpts of those are the
     negatives for the "no match" threshold. Returns JSON-ready numbers plus, for calibrating it, each
-    query's best score ("positive_scores", "negative_scores") and whether a positive's best hit was
-    its piece ("positive_correct"); with a calibrated threshold, its precision and recall ("no_match").
+    query's `services.match.margin` ("positive_margins", "negative_margins") and whether a positive's
+    best hit was its piece ("positive_correct"); with a calibrated threshold, its precision and recall
+    ("no_match").
     """
     pieces = [seconds_rows(p) for p in matcher_pieces(split, data_dir=data_dir, max_items=max_pieces) if len(p)]
     rng = np.random.default_rng(seed)
@@ -113,7 +116,7 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
     positives = excerpts(pieces, indexed, n=n_queries, seconds=seconds, seed=seed + 1, snr_db=snr_db)
     negatives = excerpts(pieces, outside, n=max(1, n_queries // 2), seconds=seconds, seed=seed + 2, snr_db=snr_db)
 
-    ranks, errors, best, correct, latency = [], [], [], [], []
+    ranks, errors, best, margins, correct, latency = [], [], [], [], [], []
     for ex in positives:
         t = time.perf_counter()
         hits = rank(ex.query, index, k=10, model=model)
@@ -124,8 +127,9 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
         if r == 0:
             errors.append(abs(hits[0]["start_s"] - ex.start_s))
         best.append(hits[0]["score"])
+        margins.append(margin(hits))
         correct.append(r == 0)
-    negative_best = [rank(ex.query, index, k=1, model=model)[0]["score"] for ex in negatives]
+    negative_margins = [margin(rank(ex.query, index, k=MARGIN_HITS, model=model)) for ex in negatives]
     ranks = np.array(ranks)
     music_s = sum(float(pieces[r][:, END].max()) for r in indexed)
     report = {
@@ -136,11 +140,12 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
         "MRR": float(np.mean(np.where(ranks < 10, 1 / (ranks + 1), 0))),
         "median_start_error_s": float(np.median(errors)) if errors else None,
         "median_query_s": float(np.median(latency)), "index_realtime_x": music_s / index_s,
-        "positive_scores": best, "positive_correct": correct, "negative_scores": negative_best,
+        "positive_margins": margins, "positive_correct": correct, "negative_margins": negative_margins,
     }
     threshold = no_match_threshold()
     if threshold is not None:
-        report["no_match"] = {"threshold": threshold, **decision_quality(best, correct, negative_best, threshold)}
+        report["no_match"] = {"threshold": threshold,
+                              **decision_quality(margins, correct, negative_margins, threshold)}
     log_part("matching", report)
     if baseline:
         report["baseline"] = _baseline(pieces, indexed, positives)
@@ -163,9 +168,9 @@ def cohort_embeddings(model, *, n: int = 1024, seed: int = 0, max_pieces: int = 
 
 
 def decision_quality(positive: list[float], correct: list[bool], negative: list[float], threshold: float) -> dict:
-    """Precision and recall of saying "match" at `threshold`: a positive query counts as found when
-    its top hit is its piece and scores at least the threshold; any other hit at or above it, a
-    wrong answer (a negative query's hit, or a wrong top hit)."""
+    """Precision and recall of saying "match" at `threshold` of a statistic (the `margin`): a positive
+    query counts as found when its top hit is its piece and reaches the threshold; any other query
+    that reaches it, a wrong answer (a negative query, or a positive with a wrong top hit)."""
     positive, correct, negative = np.array(positive), np.array(correct, bool), np.array(negative)
     right = np.sum((positive >= threshold) & correct)
     said = np.sum(positive >= threshold) + np.sum(negative >= threshold)

@@ -89,7 +89,7 @@ def names_item(query: str, item) -> bool:
 def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
                     split: str = "test", seed: int = 0, seeds: int = SEEDS, pool: int = POOL) -> dict:
     """The protocol above for the bind model in model_dir (baselines from its `BASELINES` subfolders
-    when present); a JSON-ready dict."""
+    trained with the same matcher, when present); a JSON-ready dict."""
     from pianoapp.data.segments import COLLECTIONS
     from pianoapp.models.bind import matcher_id
     from pianoapp.models.checkpoint import load_config, load_model
@@ -105,8 +105,10 @@ def evaluate_search(model_dir: str | os.PathLike, *, data_dir: str | os.PathLike
                             f"models/matcher is {matcher_id()}; retrain it with `pianoapp train bind`.")
     models = {"bind": load_model(model_dir, device="cpu")}
     for folder, name in BASELINES.items():
-        if (model_dir / folder / "model.safetensors").is_file():
-            models[name] = load_model(model_dir / folder, device="cpu")
+        baseline = model_dir / folder
+        # One trained on another matcher's windows would be scored on windows it never saw.
+        if (baseline / "model.safetensors").is_file() and load_config(baseline).get("matcher") == trained_with:
+            models[name] = load_model(baseline, device="cpu")
     items = [item for item in bind_items(split, data_dir=Path(data_dir) if data_dir else None)
              if item.collection in COLLECTIONS]
     features = item_features(items, split=split, seconds=models["bind"].config.opening_seconds)

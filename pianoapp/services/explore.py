@@ -17,7 +17,7 @@ written tempo, as the matcher evaluation renders them. Linear CKA is estimated w
 minibatch HSIC of Nguyen, Raghu & Kornblith (2021): HSIC_1 (Song et al. 2012) of the linear kernels is
 summed over minibatches, then CKA = HSIC(X, Y) / sqrt(HSIC(X, X) HSIC(Y, Y)); the minibatch size
 does not bias it, and unrelated representations score near 0 rather than a positive floor. The
-model (default models/matcher, arm d4a4) is shown beside a baseline (default models/matcher-d0).
+model (default models/matcher, arm a4) is shown beside a baseline (default models/matcher-d0).
 The A4 band effect drops one octave band of A4 at a time (its energy and delta rows set to 0, which
 is the band's own mean, since A4 is z-scored within each segment) and reports the change in mean CKA
 and in paired audio–MIDI cosine similarity.

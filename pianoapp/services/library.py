@@ -426,7 +426,7 @@ def _index_files(index: Index, sources: list[Source], *, progress: Progress | No
         if progress:
             progress(len(sources) - len(todo) + done, len(sources))
     if sources and not records and not report.duplicates:
-        reasons = " ".join(why for _, why in report.skipped[:3])
+        reasons = " ".join(list(dict.fromkeys(why for _, why in report.skipped))[:3])  # each reason once
         which = "The file could not" if len(sources) == 1 else f"None of the {len(sources)} files could"
         raise BadInputError(f"{which} be indexed: {reasons}")
     if records:

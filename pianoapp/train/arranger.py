@@ -68,6 +68,9 @@ class ArrangerTrainConfig(TrainConfig):
     context_len: int = 448  # tokens per example (whole bars; 99% of 4-bar segments fit)
     max_symbolic: int = 256  # stage 1: accompaniment tokens the Q-Former's symbolic stream reads
     reference_dropout: float = 0.15  # stage 2: share of examples arranged without their reference
+    # Stage 2: share of transposed examples whose reference is their own segment, in its written key:
+    # its rhythm, register and density are the target's, its notes are not.
+    self_reference: float = 0.0
     augment: bool = True
 
     def __post_init__(self) -> None:
@@ -77,6 +80,8 @@ class ArrangerTrainConfig(TrainConfig):
                                 f"({self.max_steps}).")
         if not 0 <= self.reference_dropout < 1:
             raise BadInputError("Training setting reference_dropout must be in [0, 1).")
+        if not 0 <= self.self_reference <= 1:
+            raise BadInputError("Training setting self_reference must be in [0, 1].")
 
     def lr_at(self, step: int) -> float:
         base = super().lr_at(step)
@@ -112,18 +117,24 @@ class ReferencedExamples(Dataset):
     """`ArrangementExamples` with each item's style reference (`pooled_reference`) as audio and its
     training stage: item i is the example with "reference" replaced and {"audio": float32
     (REFERENCE_SAMPLES,), "stage": 1 or 2, "drop": bool} added, a pure function of (seed, i);
-    stage 1 for the first `stage1_items` items. `renders` must hold every reference `references(n)` names."""
+    stage 1 for the first `stage1_items` items. In stage 2, a share `own` of the transposed items
+    take their own segment as reference (`ArrangerTrainConfig.self_reference`). `renders` must hold every reference `references(n)` names."""
 
     def __init__(self, examples: ArrangementExamples, *, seed: int, augment: AudioAugment | None,
-                 stage1_items: int, drop: float):
+                 stage1_items: int, drop: float, own: float = 0.0):
         self.examples, self.seed, self.augment = examples, seed, augment
-        self.stage1_items, self.drop = stage1_items, drop
+        self.stage1_items, self.drop, self.own = stage1_items, drop, own
         self.renders: dict[int, Render] = {}
 
     def _draw(self, i: int) -> tuple[dict, int, np.random.Generator]:
         item = self.examples[i]
         rng = np.random.default_rng([self.seed, i, 1])  # apart from the stream the example drew from
-        return item, pooled_reference(self.examples.pairs, item["segment"], rng), rng
+        reference = pooled_reference(self.examples.pairs, item["segment"], rng)
+        # Its own stream, so that recipes without own references draw exactly what they drew before.
+        own = np.random.default_rng([self.seed, i, 2]).random() < self.own
+        if own and i >= self.stage1_items and item["semitones"]:
+            reference = item["segment"]
+        return item, reference, rng
 
     def references(self, n: int) -> set[int]:
         """The reference segments of items 0..n-1."""
@@ -164,7 +175,8 @@ class ArrangerRecipe:
         examples = ArrangementExamples(pairs, self.codec, context_len=c.context_len, seed=c.seed)
         per_step = c.batch_size * c.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
         data = ReferencedExamples(examples, seed=c.seed, augment=AudioAugment() if c.augment else None,
-                                  stage1_items=c.stage1_steps * per_step, drop=c.reference_dropout)
+                                  stage1_items=c.stage1_steps * per_step, drop=c.reference_dropout,
+                                  own=c.self_reference)
         print(f"choosing the style references of {c.max_steps * per_step:,} examples", file=sys.stderr)
         data.renders = render_references(pairs, data.references(c.max_steps * per_step))
         return data
@@ -278,7 +290,8 @@ class ArrangerRecipe:
                          "transpose": list(TRANSPOSE), "reference_seconds": REFERENCE_SECONDS,
                          "soundfonts": list(TRAIN_SOUNDFONTS)},
                 "train": {k: getattr(c, k)
-                          for k in ("stage1_steps", "stage1_lr", "context_len", "reference_dropout", "augment")}}
+                          for k in ("stage1_steps", "stage1_lr", "context_len", "reference_dropout", "self_reference",
+                                    "augment")}}
 
     def report(self, model_dir: Path) -> tuple[dict, str]:
         """Held-out NLL with, without and with another reference on the test split, and the data."""
@@ -291,6 +304,8 @@ class ArrangerRecipe:
         c, m = self.config, self.model_config
         new_rows = m.vocab_size - self.codec.tokenizer.extra_offset
         shift = f"{TRANSPOSE[0]}..+{TRANSPOSE[1]}"
+        own = (f" and, for {c.self_reference:.0%} of the transposed ones, replaced by the segment itself in its "
+               "written key (its rhythm, register and density, not its notes)") if c.self_reference else ""
         text = f"""## Model
 
 BOSSA on Pianoapp's parts: the frozen piano LM `models/{m.lm}` with LoRA rank {m.lora_rank}
@@ -317,7 +332,7 @@ Stage 1, {c.stage1_steps} steps at a learning rate of at most {c.stage1_lr:g}: Q
 against the target accompaniment's tokens, and VICReg's variance term against collapse). Stage 2,
 {c.max_steps - c.stage1_steps} steps: LoRA, new rows, Q-Former and projection on the accompaniment
 tokens only, the reference dropped for
-{c.reference_dropout:.0%} of the examples. Examples of at most {c.context_len} tokens (whole bars).
+{c.reference_dropout:.0%} of the examples{own}. Examples of at most {c.context_len} tokens (whole bars).
 
 ## Held-out loss ({len(self._fixed_examples('test'))} test segments, untransposed)
 

@@ -67,8 +67,9 @@ def find(upload: str | None, recorded: str | None, progress=gr.Progress()) -> tu
     rows = report["results"]
     best = rows[0]
     if report["no_match"]:
-        line = (f"**No match.** Nothing indexed sounds like this closely enough (best score "
-                f"{best['score']:.2f}, a match needs {report['threshold']:.2f}); the closest pieces are listed.")
+        line = (f"**No match.** No indexed piece stands out: the closest scores {best['score']:.2f}, only "
+                f"{report['margin']:.3f} above the next piece (a match needs {report['threshold']:.3f}); "
+                "the closest pieces are listed.")
     else:
         line = (f"**{best['title']}**{' · ' + best['composer'] if best['composer'] else ''}, from "
                 f"{clock(best['start_s'])} to {clock(best['end_s'])} (score {best['score']:.2f}).")

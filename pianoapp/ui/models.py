@@ -3,7 +3,7 @@
 import gradio as gr
 
 from pianoapp.services import library
-from pianoapp.services.availability import CAPABILITIES, missing_reason
+from pianoapp.services.availability import CAPABILITIES, folders, missing_reason
 from pianoapp.services.catalog import list_models
 from pianoapp.ui.components import explain
 
@@ -37,7 +37,7 @@ def model_rows() -> tuple:
         value="No trained models yet: train one with `pianoapp train lm --config small`.", visible=not models
     )
     status = [
-        [c.title, ", ".join(f"models/{m}" for m in c.models) or _search_needs(),
+        [c.title, ", ".join(f"models/{m}" for m in folders(name)) or _search_needs(),
          "ready" if missing_reason(name) is None else "not available yet"]
         for name, c in CAPABILITIES.items()
     ]
