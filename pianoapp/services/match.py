@@ -435,6 +435,10 @@ def match(path: str | os.PathLike, *, index_dir: str | os.PathLike | None = None
     if progress:
         progress("reading the query")
     query = read_query(path)
+    # Noise's flat chroma fits dense music well; a recording with no notes has nothing to match.
+    if query.kind == "recording" and not len(query.score()):
+        raise BadInputError(f"No piano notes were heard in {query.name} (noise, speech or another sound?), "
+                            "so nothing can match it.")
     if progress:
         progress("matching")
     # The margin needs the runner-up even when k is 1; the candidates are aligned either way.

@@ -306,8 +306,9 @@ text half's share is recall of a concept across paraphrases; people's own words 
 
 - The matcher's audio and MIDI towers stay frozen, with adapters on their window embeddings: fine-tuning
   them end to end (4 s windows through a 4.9M-parameter CNN/transformer per modality) was too slow for
-  the CPU this ran on, so "fine-tuned vs frozen + adapters" was not compared; the baselines above are
-  the same recipe without LoRA, without adapters or without piece descriptors, where they were trained.
+  the CPU this ran on, so "fine-tuned vs frozen + adapters" was not compared. Baselines (the same
+  recipe with `--set lora=false`, `adapters=false` or `descriptors=false`, trained into this folder's
+  `no-lora`, `no-adapters` or `no-descriptors`) are scored beside it when trained with the same matcher.
 - An item is its first {m.opening_seconds:g} s (the matcher's own render length), in training, in this
   evaluation and in the index; captions describe the whole piece (key, tempo, texture… from all its notes),
   which the piece descriptors carry: they are the same note statistics (`data.attributes`) the captions
