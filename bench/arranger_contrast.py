@@ -15,6 +15,7 @@ alone, the same sheet under one reference with two seeds, gives the noise floor 
 import argparse
 import json
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -49,10 +50,8 @@ def main() -> None:
     parser.add_argument("--sheets", type=int, default=24)
     args = parser.parse_args()
     pairs = ArrangementPairs(load_songs("test"))
-    firsts: dict[int, int] = {}
-    for j, song in enumerate(pairs.segments[:, 0].tolist()):
-        firsts.setdefault(song, j)
-    density = {j: texture(array_to_notes(pairs.piano(j)), _seconds(pairs, j))["notes_per_s"] for j in firsts.values()}
+    density = {j: texture(array_to_notes(pairs.piano(j)), _seconds(pairs, j))["notes_per_s"]
+               for j in pairs.first_segments()}
     ordered = sorted(density, key=density.get)
     chosen = {"sparse": ordered[len(ordered) // 10], "busy": ordered[(9 * len(ordered)) // 10]}
     renders = render_references(pairs, set(chosen.values()))
@@ -83,7 +82,7 @@ def main() -> None:
             "busy_minus_sparse": {k: paired(rows["sparse"][k], rows["busy"][k]) for k in STATS},
             "reseeded_minus_sparse": {k: paired(rows["sparse"][k], rows["sparse-reseeded"][k]) for k in STATS},
         }
-        print(json.dumps({model_dir: report["models"][model_dir]}), flush=True)
+        print(json.dumps({model_dir: report["models"][model_dir]}), file=sys.stderr, flush=True)
     print(json.dumps(report, indent=1))
 
 

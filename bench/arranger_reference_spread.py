@@ -32,10 +32,7 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=64)
     args = parser.parse_args()
     pairs = ArrangementPairs(load_songs("test"))
-    first_of_song: dict[int, int] = {}
-    for j, song in enumerate(pairs.segments[:, 0].tolist()):
-        first_of_song.setdefault(song, j)
-    firsts = list(first_of_song.values())[: args.references]
+    firsts = pairs.first_segments()[: args.references]
     renders = render_references(pairs, set(firsts))
     audio = torch.stack([torch.as_tensor(reference_audio(renders[j])) for j in firsts])
     for folder in args.models:

@@ -230,6 +230,13 @@ class ArrangementPairs:
         choices = apart if len(apart) else same[same != j] if len(same) > 1 else same
         return int(rng.choice(choices))
 
+    def first_segments(self) -> list[int]:
+        """Each song's first segment, in song order: one reference per song."""
+        firsts: dict[int, int] = {}
+        for j, song in enumerate(self.segments[:, 0].tolist()):
+            firsts.setdefault(song, j)
+        return list(firsts.values())
+
     def piano(self, j: int) -> np.ndarray:
         """Segment j's PIANO notes (n, 4) [start_ms, end_ms, pitch, velocity] from 0: what a
         reference rendering plays."""
