@@ -116,7 +116,7 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
     positives = excerpts(pieces, indexed, n=n_queries, seconds=seconds, seed=seed + 1, snr_db=snr_db)
     negatives = excerpts(pieces, outside, n=max(1, n_queries // 2), seconds=seconds, seed=seed + 2, snr_db=snr_db)
 
-    ranks, errors, best, margins, correct, latency = [], [], [], [], [], []
+    ranks, errors, margins, correct, latency = [], [], [], [], []
     for ex in positives:
         t = time.perf_counter()
         hits = rank(ex.query, index, k=10, model=model)
@@ -126,7 +126,6 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
         ranks.append(r)
         if r == 0:
             errors.append(abs(hits[0]["start_s"] - ex.start_s))
-        best.append(hits[0]["score"])
         margins.append(margin(hits))
         correct.append(r == 0)
     negative_margins = [margin(rank(ex.query, index, k=MARGIN_HITS, model=model)) for ex in negatives]

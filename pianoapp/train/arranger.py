@@ -118,7 +118,8 @@ class ReferencedExamples(Dataset):
     training stage: item i is the example with "reference" replaced and {"audio": float32
     (REFERENCE_SAMPLES,), "stage": 1 or 2, "drop": bool} added, a pure function of (seed, i);
     stage 1 for the first `stage1_items` items. In stage 2, a share `own` of the transposed items
-    take their own segment as reference (`ArrangerTrainConfig.self_reference`). `renders` must hold every reference `references(n)` names."""
+    take their own segment as reference (`ArrangerTrainConfig.self_reference`). `renders` must hold
+    every reference `references(n)` names."""
 
     def __init__(self, examples: ArrangementExamples, *, seed: int, augment: AudioAugment | None,
                  stage1_items: int, drop: float, own: float = 0.0):
