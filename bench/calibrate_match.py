@@ -44,7 +44,7 @@ def main() -> None:
     threshold = calibrate(*margins)
     quality = decision_quality(*margins, threshold)
     doc = {"no_match_below": round(threshold, 4), "statistic": "margin", "chosen_on": "val", **quality,
-           "queries": report["queries"], "negatives": report["negatives"],
+           "separation_auc": report["separation_auc"], "queries": report["queries"], "negatives": report["negatives"],
            "command": "python bench/calibrate_match.py" + (f" --queries {args.queries}" if args.queries != 200 else "")}
     (args.model / match.CALIBRATION).write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(doc, indent=1))

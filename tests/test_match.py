@@ -90,6 +90,14 @@ def test_windows_survive_saving_and_removal(index_dir, assets_dir, tmp_path):
     assert Path(hits[0]["path"]).stem == MOZART
 
 
+def test_separation_auc_counts_right_answers_above_wrong_ones():
+    from pianoapp.evaluate.matching import separation_auc
+
+    # Right: 0.9 and 0.3; wrong: the positive at 0.5 (wrong top hit) and the negatives 0.1, 0.3.
+    auc = separation_auc([0.9, 0.5, 0.3], [True, False, True], [0.1, 0.3])
+    assert auc == pytest.approx((3 + 1 + 0.5) / 6)
+
+
 def test_align_finds_a_span_inside_a_piece():
     rng = np.random.default_rng(0)
     piece = rng.random((12, 300))

@@ -116,7 +116,7 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
     positives = excerpts(pieces, indexed, n=n_queries, seconds=seconds, seed=seed + 1, snr_db=snr_db)
     negatives = excerpts(pieces, outside, n=max(1, n_queries // 2), seconds=seconds, seed=seed + 2, snr_db=snr_db)
 
-    ranks, errors, margins, correct, latency = [], [], [], [], []
+    ranks, errors, best, margins, correct, latency = [], [], [], [], [], []
     for ex in positives:
         t = time.perf_counter()
         hits = rank(ex.query, index, k=10, model=model)
@@ -126,9 +126,11 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
         ranks.append(r)
         if r == 0:
             errors.append(abs(hits[0]["start_s"] - ex.start_s))
+        best.append(hits[0]["score"])
         margins.append(margin(hits))
         correct.append(r == 0)
-    negative_margins = [margin(rank(ex.query, index, k=MARGIN_HITS, model=model)) for ex in negatives]
+    negative_hits = [rank(ex.query, index, k=MARGIN_HITS, model=model) for ex in negatives]
+    negative_margins = [margin(hits) for hits in negative_hits]
     ranks = np.array(ranks)
     music_s = sum(float(pieces[r][:, END].max()) for r in indexed)
     report = {
@@ -140,6 +142,11 @@ def evaluate_matching(model, *, data_dir=None, split: str = "test", n_queries: i
         "median_start_error_s": float(np.median(errors)) if errors else None,
         "median_query_s": float(np.median(latency)), "index_realtime_x": music_s / index_s,
         "positive_margins": margins, "positive_correct": correct, "negative_margins": negative_margins,
+        # How well each statistic tells right answers from wrong ones, whatever the threshold.
+        "separation_auc": {
+            "margin": separation_auc(margins, correct, negative_margins),
+            "score": separation_auc(best, correct, [hits[0]["score"] for hits in negative_hits]),
+        },
     }
     threshold = no_match_threshold()
     if threshold is not None:
@@ -175,6 +182,18 @@ def decision_quality(positive: list[float], correct: list[bool], negative: list[
     said = np.sum(positive >= threshold) + np.sum(negative >= threshold)
     return {"precision": float(right / said) if said else 1.0, "recall": float(right / len(positive)),
             "f1": float(2 * right / (said + len(positive))) if said + len(positive) else 0.0}
+
+
+def separation_auc(positive: list[float], correct: list[bool], negative: list[float]) -> float:
+    """The chance that a right answer (a positive query whose top hit is its piece) has a higher
+    statistic than a wrong one (a negative query, or a positive with a wrong top hit); ties count half."""
+    correct = np.array(correct, bool)
+    right = np.array(positive)[correct]
+    wrong = np.concatenate([np.array(positive)[~correct], negative])
+    if not len(right) or not len(wrong):
+        return float("nan")
+    above = (right[:, None] > wrong[None, :]).mean() + 0.5 * (right[:, None] == wrong[None, :]).mean()
+    return float(above)
 
 
 def calibrate(positive: list[float], correct: list[bool], negative: list[float]) -> float:
