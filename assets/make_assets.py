@@ -26,10 +26,11 @@ EXCERPTS = [
     ("joplin_maple_leaf_rag_opening.mid", "joplin/maple_leaf_rag", 1, 8),
 ]
 RECORDING = ("mozart_k545_opening.flac", "mozart_k545_opening.mid", "MuseScore_General")
-# The Arrange tab's contrasting style references: ragtime (stride bass) and a pop ballad's piano.
-# Both kept under 200 KB: (file, source, seconds, soundfont); the POP909 one names a test-split song
-# and its first bar.
+# The Arrange tab's contrasting style references: ragtime (stride bass, 12 notes a second), gentle
+# broken chords (3 a second, one at a time) and a pop ballad's piano. Each kept under 200 KB: (file,
+# source, seconds, soundfont); the POP909 one names a test-split song and its first bar.
 RAGTIME_REFERENCE = ("joplin_maple_leaf_rag_opening.flac", "joplin_maple_leaf_rag_opening.mid", 7.0, "FluidR3_GM")
+ARPEGGIO_REFERENCE = ("pedal_arpeggios.flac", "pedal_arpeggios.mid", 10.0, "FluidR3_GM")
 POP_REFERENCE = ("pop909_piano_reference.flac", ("pop909/159", 8), 8.0, "FluidR3_GM")
 # (file, Nottingham tune, bars): a whole 16-bar Playford dance in 4/4, D major, six chords
 NOTTINGHAM_LEAD_SHEET = ("nottingham_playford14_lead_sheet.mid", "playford14", 16)
@@ -154,8 +155,8 @@ def main() -> None:
         made.append(write_midi(tune_pm, HERE / name))
     out, source, soundfont = RECORDING
     made.append(write_audio(HERE / out, render(read_midi(HERE / source), soundfont=soundfont)))
-    out, source, seconds, soundfont = RAGTIME_REFERENCE
-    made.append(write_audio(HERE / out, faded(render(read_midi(HERE / source), soundfont=soundfont), seconds)))
+    for out, source, seconds, soundfont in (RAGTIME_REFERENCE, ARPEGGIO_REFERENCE):
+        made.append(write_audio(HERE / out, faded(render(read_midi(HERE / source), soundfont=soundfont), seconds)))
     out, (song_id, first_bar), seconds, soundfont = POP_REFERENCE
     pop = pop909_piano(song_id, first_bar, seconds)
     if pop is None:

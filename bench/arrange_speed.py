@@ -8,9 +8,10 @@ recording, against the rule-based baseline in the same run.
 Prints: loading the arranger (the frozen LM and audio encoder composed with the trained parts) and
 the first call (which also merges the adapters and makes the int8 decoding copy); then, per repeat
 (seeds 0, 1, ...), the whole service call `services.arrange.arrange` (read the lead sheet and the
-reference, sample, render, write the MIDI), the sampling alone (`arrange_sheet`), and the rule-based
-arranger on the same bars; the medians, the ratio model / baseline and the goal (≤ 20 s for the
-service call); the load average before and after (the machine is shared).
+reference, transcribe the reference for its style, sample, render, write the MIDI), the sampling
+alone (`arrange_sheet`), and the rule-based arranger on the same bars; the medians, the ratio
+model / baseline and the goal (≤ 20 s for the service call); the load average before and after
+(the machine is shared).
 """
 
 import argparse
@@ -22,7 +23,14 @@ import torch
 
 from pianoapp import constants
 from pianoapp.models.rule_arranger import arrange as rule_arrange
-from pianoapp.services.arrange import arrange, arrange_sheet, load_arranger, load_leadsheet, load_reference
+from pianoapp.services.arrange import (
+    arrange,
+    arrange_sheet,
+    load_arranger,
+    load_leadsheet,
+    load_reference,
+    reference_style,
+)
 
 GOAL_S = 20.0
 
@@ -46,13 +54,14 @@ def main() -> None:
 
     sheet, _ = load_leadsheet(args.leadsheet, bars=args.bars)
     clip, _ = load_reference(args.reference)
+    style = reference_style(clip)
     service, sampling, rules = [], [], []
     for seed in range(args.repeats):
         t = time.perf_counter()
         result = arrange(args.leadsheet, args.reference, bars=args.bars, seed=seed, model_dir=args.model)
         service.append(time.perf_counter() - t)
         t = time.perf_counter()
-        notes = arrange_sheet(arranger, codec, sheet, clip, seed=seed)
+        notes = arrange_sheet(arranger, codec, sheet, clip, style=style, seed=seed)
         sampling.append(time.perf_counter() - t)
         t = time.perf_counter()
         rule_arrange(sheet)

@@ -1,6 +1,7 @@
-"""How much can a reference lower an arranger's loss? Held-out target NLL with the target segment
-itself as the reference (the most a reference can say), with the segment's usual reference (another
-segment of the same song) and with none.
+"""How much can a reference's audio lower an arranger's loss? Held-out target NLL with the target
+segment itself as the reference (the most a reference can say), with the segment's usual reference
+(another segment of the same song) and with none; no style stated in any of them, so only what the
+Q-Former reads from the audio counts.
 
     python bench/arranger_reference_gain.py MODEL_DIR...
 
@@ -41,8 +42,9 @@ def main() -> None:
         with torch.no_grad():
             for start in range(0, len(items), BATCH):
                 chunk = items[start:start + BATCH]
-                ids, target = _trimmed(torch.stack([item["ids"] for item in chunk]),
-                                       torch.stack([item["target"] for item in chunk]), recipe.codec.tokenizer.pad_id)
+                ids, target = _trimmed(torch.stack([item["loss_noref"][0] for item in chunk]),
+                                       torch.stack([item["loss_noref"][1] for item in chunk]),
+                                       recipe.codec.tokenizer.pad_id)
                 itself = np.stack([reference_audio(renders[item["segment"]]) for item in chunk])
                 usual = np.stack([item["audio"] for item in chunk])
                 with recipe._autocast(cpu):

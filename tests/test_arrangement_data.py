@@ -4,6 +4,7 @@ arrangement metrics."""
 import numpy as np
 import pretty_midi
 import pytest
+import torch
 
 from pianoapp.data.arrangement import (
     ACC,
@@ -12,6 +13,7 @@ from pianoapp.data.arrangement import (
     ArrangementCodec,
     ArrangementExamples,
     ArrangementPairs,
+    Style,
     fit_context,
     load_songs,
     read_song,
@@ -146,6 +148,46 @@ def test_examples_are_seeded_padded_and_referenced(song, codec):
     assert fit_context(ids, target, 10, codec.bar_id)[0] == ids[:10]
     piano = pairs.piano(a["reference"])
     assert piano.shape[1] == 4 and piano[:, 0].min() >= 0
+
+
+def test_style_counts_notes_pitch_and_chords():
+    def note(pitch, start, length=0.4):
+        return pretty_midi.Note(80, pitch, start, start + length)
+
+    # Triads on each beat at 120 bpm over 4 s (a 0.02 s spread still counts as one onset) ...
+    block = [note(p, beat * 0.5 + 0.01 * k) for beat in range(8) for k, p in enumerate((48, 52, 55))]
+    # ... against a single line an octave and a half higher, a third as many notes a second.
+    line = [note(72 + (k % 5), k * 0.5) for k in range(4)]
+    b, s = Style.of(block), Style.of(line)
+    assert b.poly == 3 and s.poly == 1 and b.register == 52 and s.register == 73.5
+    assert b.density == pytest.approx(24 / 3.92) and s.density == pytest.approx(4 / 1.9)
+    assert b.tokens() == ["density:4", "register:1", "poly:5"] and s.tokens() == ["density:0", "register:6", "poly:0"]
+    assert Style.of([]) is None
+    assert "notes a second around E3" in b.describe()
+
+
+def test_style_is_stated_after_the_start_and_can_be_changed(song, codec):
+    pair = song_pair(song, 40)
+    style = Style.of(pair.accompaniment)
+    ids, target = codec.encode(pair.leadsheet, pair.accompaniment, style)
+    plain, plain_target = codec.encode(pair.leadsheet, pair.accompaniment)
+    vocab = codec.tokenizer.vocab
+    assert [vocab[i] for i in ids[1:4]] == style.tokens() and not any(target[:4])
+    assert ids[4:] == plain[1:] and target[4:] == plain_target[1:]
+    def rows(ids):
+        return [(n.start, n.end, n.pitch, n.velocity) for n in codec.decode(ids).accompaniment]
+
+    assert rows(ids) == rows(plain)  # the style is not notes
+    examples = ArrangementExamples(ArrangementPairs([song]), codec, context_len=512, seed=3)
+    item = examples[7]
+    real = int((item["ids"] != codec.tokenizer.pad_id).sum())
+    none_ids, none_target = codec.restyle(item["ids"], item["target"], None)  # the default style
+    assert none_ids.shape == item["ids"].shape and int((none_ids != codec.tokenizer.pad_id).sum()) == real - 3
+    assert none_ids[1] == codec.bar_id and none_target.sum() == item["target"].sum()
+    sparse = Style(1.0, 80.0, 1.0)
+    back, back_target = codec.restyle(none_ids, none_target, sparse)
+    assert [vocab[i] for i in back[1:4]] == sparse.tokens() and torch.equal(back[4:], item["ids"][4:])
+    assert torch.equal(back_target, item["target"])
 
 
 def test_own_references_are_stage_two_transposed_items_only(song, codec):

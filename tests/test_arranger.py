@@ -14,10 +14,11 @@ from pianoapp.errors import BadInputError, SilentAudioError, TooLongError
 from pianoapp.io.audio import write_audio
 from pianoapp.io.leadsheet import read_leadsheet
 from pianoapp.io.midi import notes_to_midi, write_midi
+from pianoapp.io.render import render
 from pianoapp.models import registry
-from pianoapp.models.arranger import REFERENCE_SAMPLES, Arranger
+from pianoapp.models.arranger import REFERENCE_SAMPLES, Arranger, reference_clip
 from pianoapp.models.checkpoint import save_model
-from pianoapp.services.arrange import arrange, arrange_sheet, load_leadsheet, load_reference
+from pianoapp.services.arrange import arrange, arrange_sheet, load_leadsheet, load_reference, reference_style
 
 BASES = ("lm-small", "matcher")
 pytestmark = pytest.mark.skipif(
@@ -121,8 +122,8 @@ def test_a_few_steps_lower_the_loss_and_merging_keeps_the_outputs(data_dir):
 
 def test_generation_follows_the_lead_sheet_and_the_seed(arranger):
     sheet = read_leadsheet(FOLK, bars=1)
-    first = arrange_sheet(arranger, CODEC, sheet, None, seed=3)
-    assert rows(first) == rows(arrange_sheet(arranger, CODEC, sheet, None, seed=3))
+    first = arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=3)
+    assert rows(first) == rows(arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=3))
     assert all(0 <= n.start < sheet.end_s and n.end <= sheet.end_s for n in first)
 
 
@@ -151,6 +152,20 @@ def test_service_arranges_loaded_checkpoint_with_a_reference(model_dir, assets_d
     assert melody == [(n.pitch, round(n.start, 3)) for n in result.sheet.melody]  # the tune as written
     assert result.saved.wav_path.stat().st_size > 0
     assert len(result.figure().data) >= 1
+    assert any(n.startswith("Heard in mozart_k545_opening.flac: ") and "notes a second" in n for n in result.notices)
+
+
+def test_the_style_is_read_from_what_the_reference_plays():
+    """Rendered and transcribed as the app reads a recording: block chords low down against a
+    single line up high."""
+    def clip(notes):
+        return reference_clip(render(notes_to_midi({"piano": notes}, tempo=120.0), sr=constants.SAMPLE_RATE))
+
+    chords = [pretty_midi.Note(90, p, b * 0.5, b * 0.5 + 0.45) for b in range(16) for p in (43, 47, 50)]
+    line = [pretty_midi.Note(90, 76 + (k % 3) * 2, k * 1.0, k * 1.0 + 0.8) for k in range(8)]
+    busy, sparse = reference_style(clip(chords)), reference_style(clip(line))
+    assert busy.density > 2 * sparse.density and busy.poly > 2 > sparse.poly
+    assert busy.register < 55 and sparse.register > 74
 
 
 def one_sentence(err: Exception) -> str:

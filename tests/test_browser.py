@@ -212,6 +212,31 @@ def test_continue_grows_a_roll_then_plays(page, assets_dir):
     page.screenshot(path=str(ARTIFACTS / "continue-result.png"), full_page=True)
 
 
+def test_two_contrasting_references_give_two_arrangements(page):
+    """The demo tune under the ragtime reference and under the gentle broken chords: the shipped
+    arranger is told each reference's style and writes a busier part for the ragtime."""
+    import re
+
+    panel = _open_tab(page, "Arrange")
+    bars = panel.get_by_label("number input for Bars to arrange")
+    counts = {}
+    for demo, heard, length in (("ragtime (Maple Leaf Rag)", "joplin", "0:07"),
+                                ("gentle broken chords", "pedal_arpeggios", "0:10")):
+        panel.get_by_role("button", name=demo).click()
+        # The reference's preview says the new recording's length before Arrange may read it.
+        panel.locator(".preview-status", has_text=f"Recording · {length}").first.wait_for(timeout=30_000)
+        bars.fill("8")
+        bars.press("Enter")
+        panel.get_by_role("button", name="Arrange", exact=True).click()
+        status = panel.locator(".preview-status", has_text=f"Heard in {heard}").first
+        status.wait_for(timeout=120_000)
+        counts[heard] = int(re.search(r"([\d,]+) accompaniment notes", status.inner_text())[1].replace(",", ""))
+        _expect_preview(panel)
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(ARTIFACTS / f"arrange-{heard}.png"), full_page=True)
+    assert counts["joplin"] > 1.3 * counts["pedal_arpeggios"], counts
+
+
 def _expect_preview(panel):
     panel.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
     audio = panel.locator("audio[src]").first

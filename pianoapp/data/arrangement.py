@@ -11,13 +11,18 @@ PIANO track, apart from it where the song allows (same player, same style, other
 arranger's trainer renders to audio. Splits are those of every other model (`data.splits`, by song).
 Each song is read once and cached as arrays under ~/.cache/pianoapp/arrangement-v<FORMAT>/.
 
+Style. `Style.of` sums a piano part up in three numbers a musician hears at once: how many notes a
+second, how high (median pitch), how many notes struck together. Training states the target
+accompaniment's own style after `<S>`; the app states the reference's, read from its transcription,
+so the model learns to write in whatever style it is told and is told the reference's.
+
 Tokens. An arrangement is one sequence in which each bar's lead sheet comes just before that bar's
 accompaniment, so a model writing bar k has read the melody and chords of bars 0..k and its own
 accompaniment of bars 0..k-1 (BOSSA puts the whole lead sheet before the whole arrangement; bar by
 bar, the bar the model is writing is never hundreds of tokens back, and a sampler can hand the
 lead sheet over one bar at a time, with no limit on the number of bars)::
 
-    <S>
+    <S> density:D register:R poly:P                         the style (none: the default style)
     <bar> beats:N dur:<bar length>                          bar header
           root:R qual:Q [bass:B] onset:<t>  ...             the chords sounding in the bar
           <mel> note:<p>:v<b> onset:<t> dur:<d>  ...        melody notes starting in the bar
@@ -72,6 +77,16 @@ ARRANGEMENT_TOKENS = (
     *(f"bass:{name}" for name in MAJOR_TONICS),
     *(f"beats:{n}" for n in range(1, 13)),
 )  # fmt: skip
+# Style attributes of a piano part, each cut into bins at these edges (chosen from the spread of
+# 4-bar POP909 PIANO segments: most fall in the middle bins, the ends hold the sparse and the busy).
+STYLE_EDGES = {
+    "density": (2.5, 3.5, 4.5, 5.5, 7.0, 9.0),  # notes per second
+    "register": (50, 54, 57, 60, 63, 67),  # median MIDI pitch
+    "poly": (1.15, 1.4, 1.7, 2.1, 2.7),  # notes per onset (1: one note at a time; 3: triads)
+}
+STYLE_TOKENS = tuple(f"{name}:{b}" for name, edges in STYLE_EDGES.items() for b in range(len(edges) + 1))
+ARRANGEMENT_TOKENS += STYLE_TOKENS  # appended last: the tokens before keep their ids
+ONSET_GROUP_S = 0.035  # notes starting this close together are struck as one
 
 
 # --- songs --------------------------------------------------------------------------------------
@@ -245,6 +260,39 @@ class ArrangementPairs:
         return _notes_in(song.piano, int(song.downbeats[first]), int(song.downbeats[first + self.bars]))
 
 
+# --- style --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a piano part plays (see the module docstring)."""
+
+    density: float  # notes per second over the part's span (first onset to last release, 1 s at least)
+    register: float  # median MIDI pitch
+    poly: float  # notes per onset (notes starting within ONSET_GROUP_S of a group's first are one onset)
+
+    @classmethod
+    def of(cls, notes: list[pretty_midi.Note]) -> "Style | None":
+        """The style of some notes; None for none."""
+        if not notes:
+            return None
+        starts = np.sort([n.start for n in notes])
+        span = max(max(n.end for n in notes) - starts[0], 1.0)
+        onsets, first = 0, -np.inf
+        for start in starts:
+            if start - first > ONSET_GROUP_S:
+                onsets, first = onsets + 1, start
+        return cls(len(notes) / float(span), float(np.median([n.pitch for n in notes])), len(notes) / onsets)
+
+    def tokens(self) -> list[str]:
+        return [f"{name}:{int(np.searchsorted(edges, getattr(self, name), side='right'))}"
+                for name, edges in STYLE_EDGES.items()]
+
+    def describe(self) -> str:
+        return (f"{self.density:.1f} notes a second around {pretty_midi.note_number_to_name(round(self.register))}, "
+                f"{self.poly:.1f} notes per onset")
+
+
 # --- tokens -------------------------------------------------------------------------------------
 
 
@@ -271,6 +319,7 @@ class ArrangementCodec:
         t = self.tokenizer
         self.bar_id, self.mel_id, self.acc_id = (t.token_to_id[x] for x in (BAR, MEL, ACC))
         self._markers = {self.bar_id, self.mel_id, self.acc_id}
+        self._style = {t.token_to_id[x] for x in STYLE_TOKENS}
         self._root = {t.token_to_id[f"root:{name}"]: pc for pc, name in enumerate(MAJOR_TONICS)}
         self._no_chord = t.token_to_id["root:N"]
         self._quality = {t.token_to_id[f"qual:{q}"]: q for q in QUALITY_NAMES}
@@ -310,10 +359,27 @@ class ArrangementCodec:
             ids.append(t.onset_offset + onset)
         return ids + [self.mel_id] + self._notes(sheet.melody, t0, t1) + [self.acc_id]
 
-    def encode(self, sheet: LeadSheet, accompaniment: list[pretty_midi.Note]) -> tuple[list[int], list[bool]]:
+    def style_ids(self, style: Style | None) -> list[int]:
+        """What follows `<S>`: the style's tokens, none for the default style."""
+        return [] if style is None else [self.tokenizer.token_to_id[x] for x in style.tokens()]
+
+    def restyle(self, ids: torch.Tensor, target: torch.Tensor,
+                style: Style | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A padded example (`ArrangementExamples`) stating another style (None: the default style,
+        no style stated): its style ids replaced, the rest shifted, padded or cut to its length."""
+        n = int(sum(int(i) in self._style for i in ids[1 : 1 + len(STYLE_EDGES)]))
+        new = torch.tensor(self.style_ids(style), dtype=ids.dtype)
+        length = len(ids)
+        ids = torch.cat([ids[:1], new, ids[1 + n :], ids.new_full((n,), self.tokenizer.pad_id)])[:length]
+        target = torch.cat([target[:1], target.new_zeros(len(new)), target[1 + n :], target.new_zeros(n)])[:length]
+        return ids, target
+
+    def encode(self, sheet: LeadSheet, accompaniment: list[pretty_midi.Note],
+               style: Style | None = None) -> tuple[list[int], list[bool]]:
         """(ids, target): the whole sequence, and which ids the model learns to write (each `<acc>`
         section and the `<bar>`/`<E>` that closes it)."""
-        ids, target = [self.tokenizer.bos_id], [False]
+        style_ids = self.style_ids(style)
+        ids, target = [self.tokenizer.bos_id, *style_ids], [False] * (1 + len(style_ids))
         for k in range(sheet.n_bars):
             prompt = self.bar_prompt(sheet, k)
             ids += prompt
@@ -424,6 +490,7 @@ class ArrangementExamples(Dataset):
     `context_len + 1` ids and right-padded with <PAD>:
     {"ids": long (context_len + 1,), "target": bool (context_len + 1,), "segment": j, "semitones": the
     transposition, "reference": j'},
+    the ids stating the accompaniment's own style (`Style.of`) after `<S>`,
     `reference` being the segment whose PIANO notes (`pairs.piano(j')`, untransposed) are rendered as
     the style reference."""
 
@@ -439,7 +506,7 @@ class ArrangementExamples(Dataset):
         pair = self.pairs.pair(j)
         semitones = fitting_transposition(pair, rng) if self.transpose else 0
         pair = pair.transpose(semitones)
-        ids, target = self.codec.encode(pair.leadsheet, pair.accompaniment)
+        ids, target = self.codec.encode(pair.leadsheet, pair.accompaniment, Style.of(pair.accompaniment))
         ids, target = fit_context(ids, target, self.context_len + 1, self.codec.bar_id)
         pad = self.context_len + 1 - len(ids)
         return {

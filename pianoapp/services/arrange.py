@@ -7,13 +7,16 @@ sampling, the model sees at most SEGMENT_BARS bars after `<S>` (what it was trai
 them, the window moves on HOP_BARS bars and starts again from the latest bars it wrote.
 
 The reference is a recording (any format) or a MIDI/score file, rendered first; the arranger reads
-its first REFERENCE_SECONDS from where it starts to sound. Without one the model plays its
-default style.
+its first REFERENCE_SECONDS from where it starts to sound, through its Q-Former, and is told the
+style of what it hears (`data.arrangement.Style`: notes a second, register, notes per onset, from
+the clip's transcription) after `<S>`, as in training. Without one the model plays its default
+style.
 """
 
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -27,6 +30,9 @@ from pianoapp.io.midi import write_midi
 from pianoapp.io.render import render
 from pianoapp.services import availability
 from pianoapp.services.preview import Saved, clock, save_result
+
+if TYPE_CHECKING:  # imports torch: at use
+    from pianoapp.data.arrangement import Style
 
 DEFAULT_MODEL = "arranger"
 DEFAULT_BARS = 16  # the tab's starting value: the demo lead sheet's length
@@ -114,6 +120,18 @@ def load_reference(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return clip, notices
 
 
+def reference_style(clip: np.ndarray) -> "Style | None":
+    """The style of a reference clip, from its transcription (None when nothing is transcribed)."""
+    from pianoapp.data.arrangement import Style
+    from pianoapp.io.transcribe import transcribe
+
+    try:
+        midi = transcribe(clip)
+    except SilentAudioError:
+        return None
+    return Style.of([n for inst in midi.instruments for n in inst.notes])
+
+
 def held_peak_share(audio: np.ndarray, sr: int = constants.SAMPLE_RATE) -> float:
     """The share of the spectral peaks (100–2000 Hz, within 40 dB of the loudest) that stay on their
     frequency bin for HELD_FRAMES frames: near 1 for held notes, low for a voice's gliding harmonics
@@ -149,9 +167,11 @@ def _decoder(arranger):
     return _decoders[arranger]
 
 
-def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | None, *, seed: int = 0,
-                  temperature: float = TEMPERATURE, min_p: float = MIN_P) -> list[pretty_midi.Note]:
-    """The accompaniment of a lead sheet (see the module docstring); the same seed gives the same notes.
+def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | None, *, style: "Style | None",
+                  seed: int = 0, temperature: float = TEMPERATURE, min_p: float = MIN_P) -> list[pretty_midi.Note]:
+    """The accompaniment of a lead sheet (see the module docstring) for a reference clip and the
+    style read from it (`reference_style`; None for both: the default style); the same seed gives
+    the same notes.
 
     A bar ends when the model closes it, when a note lands on the next downbeat (the codec's grammar
     lets onsets reach the bar's end, but notes there belong to the next bar), or after MAX_BAR_TOKENS.
@@ -165,6 +185,7 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
     t = codec.tokenizer
     device = next(lm.parameters()).device
     generator = torch.Generator().manual_seed(seed)
+    opening = [t.bos_id, *codec.style_ids(style)]
     room = lm.config.context_len - arranger.n_prefix - MAX_BAR_TOKENS  # for a window's given tokens
     bars: list[list[int]] = []  # each bar's lead sheet and the accompaniment written for it
     used = 0
@@ -176,9 +197,9 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
             moves_on = k >= SEGMENT_BARS and (k - SEGMENT_BARS) % HOP_BARS == 0
             if k == 0 or moves_on or used + len(prompt) > room:
                 kept = bars[max(k - (SEGMENT_BARS - HOP_BARS), 0) : k]
-                while kept and 1 + sum(map(len, kept)) + len(prompt) > room:
+                while kept and len(opening) + sum(map(len, kept)) + len(prompt) > room:
                     kept = kept[1:]
-                window = [t.bos_id, *(i for bar in kept for i in bar), *prompt]
+                window = [*opening, *(i for bar in kept for i in bar), *prompt]
                 logits, cache = lm(torch.tensor([window], device=device), prefix_embeds=prefix)
                 used = len(window)
             else:
@@ -231,12 +252,14 @@ def arrange(
     of `reference` (None: the model's default style); with `save`, render it and write the MIDI."""
     arranger, codec = load_arranger(model_dir)
     sheet, notices = load_leadsheet(leadsheet, bars=bars, chords_text=chords_text)
-    clip = None
+    clip = style = None
+    name = None if reference is None else Path(reference).name
     if reference is not None:
         clip, more = load_reference(reference)
-        notices += more
-    accompaniment = arrange_sheet(arranger, codec, sheet, clip, seed=seed)
-    name = None if reference is None else Path(reference).name
+        style = reference_style(clip)
+        notices += more + [f"Heard in {name}: {style.describe()}; the model is asked to play that way." if style
+                           else f"No notes were heard in {name}, so the model plays in its default style."]
+    accompaniment = arrange_sheet(arranger, codec, sheet, clip, style=style, seed=seed)
     result = Arrangement(sheet, accompaniment, seed, name, notices)
     if not accompaniment:
         result.notices.append("The model wrote no accompaniment for these bars; try another seed.")
@@ -281,6 +304,7 @@ def evaluate_arranger(model_dir: str | Path, *, data_dir: str | Path | None = No
 
     arranger, codec = load_arranger(model_dir)
     references: list[np.ndarray] = []  # the clips the model read, in the protocol's segment order
+    styles: list = []  # the style read from each
     outputs: dict[str, list[list[pretty_midi.Note]]] = {"baseline": [], "model": [], "model-noref": [],
                                                         "model-shuffled": []}
     bar = tqdm(total=3 * n_segments, desc="arranging test segments", file=sys.stderr, dynamic_ncols=True)
@@ -297,12 +321,12 @@ def evaluate_arranger(model_dir: str | Path, *, data_dir: str | Path | None = No
             else:
                 if name == "model":
                     references.append(clip_of(reference_notes))
-                    clip = references[-1]
+                    styles.append(reference_style(references[-1]))
+                    k = -1
                 elif name == "model-shuffled":  # the second pass: every reference is known
-                    clip = references[(len(outputs[name]) + 1) % len(references)]
-                else:
-                    clip = None
-                notes = arrange_sheet(arranger, codec, sheet, clip, seed=s)
+                    k = (len(outputs[name]) + 1) % len(references)
+                clip, style = (references[k], styles[k]) if name != "model-noref" else (None, None)
+                notes = arrange_sheet(arranger, codec, sheet, clip, style=style, seed=s)
                 bar.update()
             outputs[name].append(notes)
             return notes

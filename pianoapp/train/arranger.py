@@ -17,7 +17,9 @@ generative (the symbolic stream predicts the accompaniment tokens reading the qu
 variance term on both contrastive embeddings, which keeps the Q-Former from collapsing to one output
 for every reference before the contrastive loss has found what tells them apart. Stage 2:
 LoRA, the new token rows, the Q-Former and the prefix projection learn to write the accompaniment
-(loss on the target tokens only); the reference is dropped for `reference_dropout` of the examples,
+(loss on the target tokens only). Each example states its accompaniment's own style
+(`data.arrangement.Style`) after `<S>`, so the LM learns to write in a stated style; the app states
+the reference's. The reference and the style are dropped for `reference_dropout` of the examples,
 which trains the null prefix, the model's default style.
 
 Simplifications: the Q-Former starts from random weights (BOSSA: MusicBERT), its symbolic stream
@@ -48,11 +50,13 @@ from pianoapp.data.arrangement import (
     ArrangementCodec,
     ArrangementExamples,
     ArrangementPairs,
+    Style,
     load_songs,
 )
 from pianoapp.data.attributes import MAJOR_TONICS
 from pianoapp.data.augment import AudioAugment, augment_audio
 from pianoapp.data.segments import TRAIN_SOUNDFONTS, Render, render_pieces
+from pianoapp.data.sequences import array_to_notes
 from pianoapp.errors import BadInputError
 from pianoapp.losses import spread_shortfall
 from pianoapp.models.arranger import REFERENCE_SECONDS, Arranger, reference_clip
@@ -88,6 +92,9 @@ class ArrangerTrainConfig(TrainConfig):
         return min(base, self.stage1_lr) if step < self.stage1_steps else base
 
 
+# The held-out losses, each the target NLL with: the reference and its style, no reference and no
+# style, another example's reference and style, the reference and the target's own style.
+HELD_OUT = ("loss", "loss_noref", "loss_shuffled", "loss_own_style")
 POOL_EVERY_BARS = 32  # references start on these bars: about 2.6 per POP909 song
 
 
@@ -116,7 +123,8 @@ def reference_audio(render: Render) -> np.ndarray:
 class ReferencedExamples(Dataset):
     """`ArrangementExamples` with each item's style reference (`pooled_reference`) as audio and its
     training stage: item i is the example with "reference" replaced and {"audio": float32
-    (REFERENCE_SAMPLES,), "stage": 1 or 2, "drop": bool} added, a pure function of (seed, i);
+    (REFERENCE_SAMPLES,), "stage": 1 or 2, "drop": bool} added (a dropped reference drops the
+    stated style too: `ArrangementCodec.restyle`), a pure function of (seed, i);
     stage 1 for the first `stage1_items` items. In stage 2, a share `own` of the transposed items
     take their own segment as reference (`ArrangerTrainConfig.self_reference`). `renders` must hold
     every reference `references(n)` names."""
@@ -146,8 +154,11 @@ class ReferencedExamples(Dataset):
         audio = reference_audio(self.renders[reference])
         if self.augment is not None:
             audio = augment_audio(audio, rng, self.augment)
+        drop = bool(rng.random() < self.drop)
+        if drop:  # the default style: no reference and no style stated
+            item["ids"], item["target"] = self.examples.codec.restyle(item["ids"], item["target"], None)
         return {**item, "reference": reference, "audio": audio, "stage": 1 if i < self.stage1_items else 2,
-                "drop": bool(rng.random() < self.drop)}
+                "drop": drop}
 
 
 class ArrangerRecipe:
@@ -238,43 +249,55 @@ class ArrangerRecipe:
         return tokens, tokens == t.pad_id
 
     def _fixed_examples(self, split: str) -> list[dict]:
-        """`eval_windows` unaugmented, untransposed examples of a split with their clean references."""
+        """`eval_windows` unaugmented, untransposed examples of a split, each with its segment, its clean
+        reference ("audio"), the next example's ("other_audio") and its (ids, target) stating each style
+        that HELD_OUT measures."""
         if split not in self._fixed:
             pairs = self._pairs(split)
             examples = ArrangementExamples(pairs, self.codec, context_len=self.config.context_len, seed=0,
                                            transpose=False)
             items = [examples[i] for i in range(self.config.eval_windows)]
             renders = render_references(pairs, {item["reference"] for item in items})
-            self._fixed[split] = [{**item, "audio": reference_audio(renders[item["reference"]])}
-                                  for item in items]
+            styles = [Style.of(array_to_notes(pairs.piano(item["reference"]))) for item in items]
+            fixed = []
+            for k, item in enumerate(items):
+                other = (k + 1) % len(items)
+                own = (item["ids"], item["target"])
+                fixed.append({"segment": item["segment"], "audio": reference_audio(renders[item["reference"]]),
+                              "other_audio": reference_audio(renders[items[other]["reference"]]),
+                              "loss": self.codec.restyle(*own, styles[k]),
+                              "loss_noref": self.codec.restyle(*own, None),
+                              "loss_shuffled": self.codec.restyle(*own, styles[other]),
+                              "loss_own_style": own})
+            self._fixed[split] = fixed
         return self._fixed[split]
 
     @torch.no_grad()
     def _held_out(self, model: nn.Module, split: str) -> dict[str, float]:
-        """Target NLL with each example's reference, with none (the null prefix) and with another
-        example's; and how often the Q-Former finds each reference's accompaniment in the pool."""
+        """Target NLL with each example's reference (and its style), with none (the null prefix, no
+        style), with another example's, and with the reference's audio but the target's own style
+        (what a perfect style reading would give); and how often the Q-Former finds each reference's
+        accompaniment in the pool."""
         arranger: Arranger = getattr(model, "module", model)
         device = next(arranger.parameters()).device
         items = self._fixed_examples(split)
-        totals = {"loss": 0.0, "loss_noref": 0.0, "loss_shuffled": 0.0}
+        totals = dict.fromkeys(HELD_OUT, 0.0)
+        pad = self.codec.tokenizer.pad_id
         sims = []
         for start in range(0, len(items), self.config.batch_size):
             chunk = items[start : start + self.config.batch_size]
-            ids = torch.stack([item["ids"] for item in chunk]).to(device)
-            target = torch.stack([item["target"] for item in chunk]).to(device)
-            audio = torch.from_numpy(np.stack([item["audio"] for item in chunk])).to(device)
-            ids, target = _trimmed(ids, target, self.codec.tokenizer.pad_id)
             with self._autocast(device):
-                frames = arranger.frames(audio)
-                shuffled = frames.roll(1, dims=0)
-                for key, f in (("loss", frames), ("loss_noref", None), ("loss_shuffled", shuffled)):
+                frames, other = (arranger.frames(torch.from_numpy(np.stack([item[key] for item in chunk])).to(device))
+                                 for key in ("audio", "other_audio"))
+                for key, f in zip(HELD_OUT, (frames, None, other, frames)):
+                    ids, target = (torch.stack([item[key][n] for item in chunk]).to(device) for n in (0, 1))
+                    ids, target = _trimmed(ids, target, pad)
                     totals[key] += float(_target_nll(arranger(ids[:, :-1], f), ids, target)) * len(chunk)
             sims.append((frames, *self._accompaniment_tokens(ids, target)))
         # Retrieval over the whole pool: every reference against every accompaniment.
         with self._autocast(device):
             frames = torch.cat([f for f, _, _ in sims])
             length = max(t.shape[1] for _, t, _ in sims)
-            pad = self.codec.tokenizer.pad_id
             tokens = torch.cat([F.pad(t, (0, length - t.shape[1]), value=pad) for _, t, _ in sims])
             emb = F.embedding(tokens, arranger.lm.tok_emb.weight)
             sim = style_similarity(*style_embeddings(arranger, frames, emb, tokens == pad))
@@ -332,13 +355,16 @@ songs per split: {songs}.
 Stage 1, {c.stage1_steps} steps at a learning rate of at most {c.stage1_lr:g}: Q-Former pre-training (contrastive + matching + generative
 against the target accompaniment's tokens, and VICReg's variance term against collapse). Stage 2,
 {c.max_steps - c.stage1_steps} steps: LoRA, new rows, Q-Former and projection on the accompaniment
-tokens only, the reference dropped for
+tokens only, each example stating its accompaniment's own style after `<S>` (`Style`:
+notes a second, median pitch, notes per onset, in bins), the reference and the style dropped for
 {c.reference_dropout:.0%} of the examples{own}. Examples of at most {c.context_len} tokens (whole bars).
 
 ## Held-out loss ({len(self._fixed_examples('test'))} test segments, untransposed)
 
-Target-token NLL (nats): with the segment's own style reference {test['loss']:.3f}, with no
-reference {test['loss_noref']:.3f}, with another segment's reference {test['loss_shuffled']:.3f}.
+Target-token NLL (nats): with the segment's style reference and the style read from it
+{test['loss']:.3f}, with no reference and no style {test['loss_noref']:.3f}, with another segment's reference
+and style {test['loss_shuffled']:.3f}; with the reference but the accompaniment's own style stated (what
+a perfect reading of the style would give) {test['loss_own_style']:.3f}.
 The Q-Former finds each reference's accompaniment among the {int(test['pool'])} in the pool
 {test['style_r1']:.0%} of the time (chance {1 / test['pool']:.0%}).
 """

@@ -24,6 +24,7 @@ from pianoapp.ui.components import (
 DEMO_LEADSHEET = "nottingham_playford14_lead_sheet.mid"
 DEMO_REFERENCES = {  # button label → recording in assets/
     "ragtime (Maple Leaf Rag)": "joplin_maple_leaf_rag_opening.flac",
+    "gentle broken chords": "pedal_arpeggios.flac",
     "pop ballad (POP909)": "pop909_piano_reference.flac",
     "classical (Mozart K. 545)": "mozart_k545_opening.flac",
 }
