@@ -201,6 +201,10 @@ class Tokenizer:
         """One of note, onset, dur, time, special (extra tokens count as special)."""
         return _KIND_NAMES[self._kind[token_id]]
 
+    def note_pitch(self, token_id: int) -> int:
+        """The MIDI pitch of a note token."""
+        return self.config.pitch_min + (token_id - self.note_offset) // self.config.velocity_bins
+
     def allowed_next(self, prev_ids: Sequence[int]) -> np.ndarray:
         """Boolean mask over the vocabulary of the ids that may follow `prev_ids`.
 

@@ -127,6 +127,36 @@ def test_generation_follows_the_lead_sheet_and_the_seed(arranger):
     assert all(0 <= n.start < sheet.end_s and n.end <= sheet.end_s for n in first)
 
 
+def test_an_infinite_chord_bias_writes_only_chord_tones(arranger):
+    """Even an untrained model plays only the tones of the chord sounding where each note starts
+    (a note whose onset lands past a chord change is chosen again for the new chord) and lets go of
+    a note when a chord it does not belong to starts."""
+    sheet = read_leadsheet(FOLK, bars=4)
+    assert len({c.symbol for c in sheet.chords}) > 1
+    free = arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=5, chord_bias=0.0)
+    bound = arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=5, chord_bias=float("inf"))
+    assert len(bound) > 10
+
+    def outside(notes):
+        return [n for n in notes if (c := sheet.chord_at(n.start)) and n.pitch % 12 not in c.pitch_classes]
+
+    assert len(outside(free)) > len(free) // 3 and not outside(bound)
+    for n in bound:
+        assert not any(n.start < c.start < n.end and n.pitch % 12 not in c.pitch_classes for c in sheet.chords)
+
+
+def test_notes_are_released_where_a_chord_they_clash_with_starts():
+    from pianoapp.io.leadsheet import Chord
+    from pianoapp.services.arrange import released_at_chord_changes
+
+    chords = [Chord(0.0, 2.0, 2, "maj"), Chord(2.0, 4.0, 9, "maj"), Chord(4.0, 6.0, 2, "maj")]  # D A D
+    notes = [pretty_midi.Note(80, 50, 0.0, 5.0),  # D: released when A comes in
+             pretty_midi.Note(80, 57, 0.0, 5.0),  # A: in all three chords, held
+             pretty_midi.Note(80, 61, 2.5, 5.0)]  # C#: in A, released when D returns
+    assert [(n.pitch, n.start, n.end) for n in released_at_chord_changes(notes, chords)] == [
+        (50, 0.0, 2.0), (57, 0.0, 5.0), (61, 2.5, 4.0)]
+
+
 def test_bar_prompt_leaves_out_a_chord_that_only_grazes_the_bar():
     """A chord starting 20 ms before the barline belongs to the next bar, however long it lasts."""
     from pianoapp.io.leadsheet import Chord, LeadSheet

@@ -129,6 +129,10 @@ class LeadSheet:
     def bar_ends(self) -> np.ndarray:
         return np.append(self.downbeats[1:], self.end_s)
 
+    def chord_at(self, t: float) -> Chord | None:
+        """The chord sounding at time t (s), None between chords."""
+        return next((c for c in self.chords if c.start <= t < c.end), None)
+
     @property
     def beats_per_bar(self) -> int:
         """Counted beats: compound metres count dotted beats (6/8 → 2, 12/8 → 4)."""
