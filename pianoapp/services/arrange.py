@@ -236,6 +236,7 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
             written = prompt[:]
             bar_steps = prompt[2] - t.dur_offset + 1  # the header's length token
             segment = onset = 0
+            note_logits = logits  # what the last token was drawn from (a rewound note is drawn again)
             for _ in range(MAX_BAR_TOKENS):
                 token = pick(logits, written, chord_at(k, onset))
                 if token in (codec.bar_id, t.eos_id):  # bar done; the next bar's prompt opens with <bar>
