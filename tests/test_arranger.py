@@ -145,6 +145,21 @@ def test_an_infinite_chord_bias_writes_only_chord_tones(arranger):
         assert not any(n.start < c.start < n.end and n.pitch % 12 not in c.pitch_classes for c in sheet.chords)
 
 
+def test_an_infinite_melody_bias_keeps_the_part_under_the_tune(arranger):
+    sheet = read_leadsheet(FOLK, bars=4)
+
+    def tune_at(t):
+        return next((n.pitch for n in sheet.melody if n.start <= t < n.end), None)
+
+    def above(notes):
+        return [n for n in notes if (p := tune_at(n.start)) is not None and n.pitch >= p]
+
+    free = arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=5, chord_bias=0.0, melody_bias=0.0)
+    under = arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=5, chord_bias=0.0,
+                          melody_bias=float("inf"))
+    assert len(above(free)) > 5 and len(under) > 10 and not above(under)
+
+
 def test_notes_are_released_where_a_chord_they_clash_with_starts():
     from pianoapp.io.leadsheet import Chord
     from pianoapp.services.arrange import released_at_chord_changes

@@ -38,14 +38,15 @@ DEFAULT_MODEL = "arranger"
 DEFAULT_BARS = 16  # the tab's starting value: the demo lead sheet's length
 # Sampling (`python bench/arranger_sampling.py`, 24 val segments, own reference). Temperature: of
 # 0.5, 0.7 and 0.9 (min-p 0.05), 0.5 followed the chords best at no cost to the melody (session 3,
-# chord accuracy 0.54 against 0.46 and less; 0.3 gave 0.51 in session 6). Chord bias: a note
-# outside the chord loses this much from its logit (`arrange_sheet`); at 0, 2, 4 and no limit the
-# chords were followed 0.53, 0.76, 0.84 and 1.00 of the time and the melody kept 0.85, 0.92, 0.93
-# and 0.89, the groove 0.84, 0.84, 0.82, 0.84 (true PIANO track: 0.90, 0.91, 0.82): 4 keeps the
-# melody best and leaves the model its passing notes.
+# chord accuracy 0.54 against 0.46 and less; 0.3 gave 0.51 in session 6). Chord bias, what a note
+# outside the chord loses from its logit (`arrange_sheet`): at 0, 2, 4 and no limit the chords were
+# followed 0.53, 0.76, 0.84 and 1.00 of the time and the melody kept 0.85, 0.92, 0.93 and 0.89 (true
+# PIANO track: 0.90 and 0.91); 4 leaves the model its passing notes. Melody bias, what a note at or
+# above the tune loses: at 0, 2 and 4 (chord bias 4) melody 0.93, 0.98, 0.99, chords 0.84, 0.83, 0.82.
 TEMPERATURE = 0.5
 MIN_P = 0.05
 CHORD_BIAS = 4.0
+MELODY_BIAS = 2.0
 MAX_BAR_TOKENS = 240  # a bar's accompaniment: 80 notes, far more than POP909's busiest
 # A recording counts as speech (or noise) when under this share of its spectral peaks hold their
 # pitch for HELD_FRAMES frames (`held_peak_share`): a piano's partials stay put, a voice glides.
@@ -175,16 +176,17 @@ def _decoder(arranger):
 
 def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | None, *, style: "Style | None",
                   seed: int = 0, temperature: float = TEMPERATURE, min_p: float = MIN_P,
-                  chord_bias: float = CHORD_BIAS) -> list[pretty_midi.Note]:
+                  chord_bias: float = CHORD_BIAS, melody_bias: float = MELODY_BIAS) -> list[pretty_midi.Note]:
     """The accompaniment of a lead sheet (see the module docstring) for a reference clip and the
     style read from it (`reference_style`; None for both: the default style); the same seed gives
     the same notes.
 
-    Notes outside the chord lose `chord_bias` from their logits. A note's token comes before its
-    onset's, so a note is chosen for the chord sounding at the onset before it; when its onset then
-    lands in another chord it does not belong to, it is chosen again for that chord (the LM's cache
-    rewound one token). With a chord bias, a note held into a chord it does not belong to is also
-    released where that chord starts.
+    Where a note starts, the lead sheet is followed: notes outside the chord sounding there lose
+    `chord_bias` from their logits, notes at or above the melody note sounding there `melody_bias`.
+    A note's token comes before its onset's, so a note is chosen for where the note before it
+    started; when its onset then lands where it costs more (another chord, a lower melody note), it
+    is chosen again for there (the LM's cache rewound one token). With a chord bias, a note held into
+    a chord it does not belong to is also released where that chord starts.
 
     A bar ends when the model closes it, when a note lands on the next downbeat (the codec's grammar
     lets onsets reach the bar's end, but notes there belong to the next bar), or after MAX_BAR_TOKENS.
@@ -198,18 +200,20 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
     t = codec.tokenizer
     device = next(lm.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    outside = _outside_chord(t, chord_bias)
+    cost = _note_costs(t, chord_bias, melody_bias)
     is_note = torch.zeros(t.vocab_size, dtype=torch.bool)
     is_note[t.note_offset : t.onset_offset] = True
 
-    def chord_at(bar: int, steps: int) -> frozenset[int]:
-        """The pitch classes of the chord sounding `steps` time steps into a bar."""
-        chord = sheet.chord_at(float(sheet.downbeats[bar]) + steps * t.config.time_step_ms / 1000)
-        return chord.pitch_classes if chord else frozenset()
+    def cost_at(bar: int, steps: int) -> torch.Tensor:
+        """`cost` of the chord and the melody note sounding `steps` time steps into a bar."""
+        at = float(sheet.downbeats[bar]) + steps * t.config.time_step_ms / 1000
+        chord = sheet.chord_at(at)
+        tune = next((n.pitch for n in sheet.melody if n.start <= at < n.end), None)
+        return cost(chord.pitch_classes if chord else frozenset(), tune)
 
-    def pick(logits: torch.Tensor, written: list[int], tones: frozenset[int], notes_only: bool = False) -> int:
+    def pick(logits: torch.Tensor, written: list[int], costs: torch.Tensor, notes_only: bool = False) -> int:
         allowed = torch.from_numpy(codec.allowed_next(written)) & (is_note if notes_only else True)
-        scores = (logits[0, -1].float().cpu() - outside(tones)) / temperature
+        scores = (logits[0, -1].float().cpu() - costs) / temperature
         return draw(filter_probs(torch.softmax(scores.masked_fill_(~allowed, -torch.inf), -1), top_p=1.0,
                                  min_p=min_p), generator)
 
@@ -238,15 +242,15 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
             segment = onset = 0
             note_logits = logits  # what the last token was drawn from (a rewound note is drawn again)
             for _ in range(MAX_BAR_TOKENS):
-                token = pick(logits, written, chord_at(k, onset))
+                token = pick(logits, written, cost_at(k, onset))
                 if token in (codec.bar_id, t.eos_id):  # bar done; the next bar's prompt opens with <bar>
                     break
                 kind = t.token_kind(token)
-                if kind == "onset" and chord_bias and t.token_kind(written[-1]) == "note":
-                    landed = chord_at(k, segment * t.n_onsets + token - t.onset_offset)
-                    if landed and landed != chord_at(k, onset) and t.note_pitch(written[-1]) % 12 not in landed:
-                        # The note was chosen for the chord before its onset: choose it again for the
-                        # chord it lands in, and keep the onset where the grammar still allows it.
+                if kind == "onset" and t.token_kind(written[-1]) == "note":
+                    landed = cost_at(k, segment * t.n_onsets + token - t.onset_offset)
+                    if landed[written[-1]] > cost_at(k, onset)[written[-1]]:
+                        # The note was chosen for where the note before it started: choose it again
+                        # for where it lands, and keep the onset where the grammar still allows it.
                         cache.length -= 1
                         written.pop()
                         note = pick(note_logits, written, landed, notes_only=True)
@@ -280,24 +284,27 @@ def released_at_chord_changes(notes: list[pretty_midi.Note], chords: list) -> li
     return out
 
 
-def _outside_chord(tokenizer, bias: float):
-    """pitch classes → a (vocab,) tensor holding -`bias` at the note tokens of other pitch classes
-    (nothing for no chord), made once per set."""
+def _note_costs(tokenizer, chord_bias: float, melody_bias: float):
+    """(chord pitch classes, melody pitch or None) → a (vocab,) tensor: `chord_bias` at the note
+    tokens of other pitch classes (none for no chord), plus `melody_bias` at those at or above the
+    melody pitch (none where the tune rests); made once per pair."""
     import torch
 
     t = tokenizer
-    note_pc = torch.full((t.vocab_size,), -1)
-    note_pc[t.note_offset : t.onset_offset] = torch.tensor(
-        [t.note_pitch(i) % 12 for i in range(t.note_offset, t.onset_offset)])
-    made: dict[frozenset, torch.Tensor] = {}
+    pitch = torch.full((t.vocab_size,), -1)
+    pitch[t.note_offset : t.onset_offset] = torch.tensor([t.note_pitch(i) for i in range(t.note_offset, t.onset_offset)])
+    note = pitch >= 0
+    made: dict[tuple, torch.Tensor] = {}
 
-    def outside(tones: frozenset[int]) -> torch.Tensor:
-        if tones not in made:
-            off = (note_pc >= 0) & ~torch.isin(note_pc, torch.tensor(sorted(tones), dtype=torch.long))
-            made[tones] = torch.where(off, bias, 0.0) if tones else torch.zeros(t.vocab_size)
-        return made[tones]
+    def cost(tones: frozenset[int], tune: int | None) -> torch.Tensor:
+        if (tones, tune) not in made:
+            outside = note & ~torch.isin(pitch % 12, torch.tensor(sorted(tones), dtype=torch.long)) if tones \
+                else torch.zeros_like(note)
+            above = note & (pitch >= tune) if tune is not None else torch.zeros_like(note)
+            made[tones, tune] = (torch.where(outside, chord_bias, 0.0) + torch.where(above, melody_bias, 0.0))
+        return made[tones, tune]
 
-    return outside
+    return cost
 
 
 def load_arranger(model_dir: str | Path | None = None):
@@ -358,7 +365,7 @@ EVAL_SEGMENTS = 100  # the issue's retrieval pool: the true reference among 100
 
 def evaluate_arranger(model_dir: str | Path, *, data_dir: str | Path | None = None, split: str = "test",
                       seed: int = 0, n_segments: int = EVAL_SEGMENTS, temperature: float = TEMPERATURE,
-                      chord_bias: float = CHORD_BIAS) -> dict:
+                      chord_bias: float = CHORD_BIAS, melody_bias: float = MELODY_BIAS) -> dict:
     """`evaluate.arrangement.evaluate_arrangers` on `n_segments` segments for the rule-based baseline,
     the model with the segment's style reference, with none and with another segment's reference
     (the next evaluated segment's), plus style retrieval: for each system, the matcher's audio
@@ -400,7 +407,7 @@ def evaluate_arranger(model_dir: str | Path, *, data_dir: str | Path | None = No
                     k = (len(outputs[name]) + 1) % len(references)
                 clip, style = (references[k], styles[k]) if name != "model-noref" else (None, None)
                 notes = arrange_sheet(arranger, codec, sheet, clip, style=style, seed=s, temperature=temperature,
-                                      chord_bias=chord_bias)
+                                      chord_bias=chord_bias, melody_bias=melody_bias)
                 bar.update()
             outputs[name].append(notes)
             return notes
@@ -433,5 +440,6 @@ def evaluate_arranger(model_dir: str | Path, *, data_dir: str | Path | None = No
     n = len(references)
     report["style_retrieval"] = {"pool": n, "chance_acc@5": round(min(5, n) / n, 4),
                                  "chance_mean_rank": (n + 1) / 2, "systems": retrieval}
-    report["sampling"] = {"temperature": temperature, "min_p": MIN_P, "chord_bias": chord_bias}
+    report["sampling"] = {"temperature": temperature, "min_p": MIN_P, "chord_bias": chord_bias,
+                          "melody_bias": melody_bias}
     return report
