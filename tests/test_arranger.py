@@ -148,11 +148,8 @@ def test_an_infinite_chord_bias_writes_only_chord_tones(arranger):
 def test_an_infinite_melody_bias_keeps_the_part_under_the_tune(arranger):
     sheet = read_leadsheet(FOLK, bars=4)
 
-    def tune_at(t):
-        return next((n.pitch for n in sheet.melody if n.start <= t < n.end), None)
-
     def above(notes):
-        return [n for n in notes if (p := tune_at(n.start)) is not None and n.pitch >= p]
+        return [n for n in notes if (p := sheet.melody_at(n.start)) is not None and n.pitch >= p]
 
     free = arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=5, chord_bias=0.0, melody_bias=0.0)
     under = arrange_sheet(arranger, CODEC, sheet, None, style=None, seed=5, chord_bias=0.0,

@@ -133,6 +133,10 @@ class LeadSheet:
         """The chord sounding at time t (s), None between chords."""
         return next((c for c in self.chords if c.start <= t < c.end), None)
 
+    def melody_at(self, t: float) -> int | None:
+        """The pitch of the melody note sounding at time t (s), None where the tune rests."""
+        return next((n.pitch for n in self.melody if n.start <= t < n.end), None)
+
     @property
     def beats_per_bar(self) -> int:
         """Counted beats: compound metres count dotted beats (6/8 → 2, 12/8 → 4)."""

@@ -208,8 +208,7 @@ def arrange_sheet(arranger, codec, sheet: LeadSheet, reference: np.ndarray | Non
         """`cost` of the chord and the melody note sounding `steps` time steps into a bar."""
         at = float(sheet.downbeats[bar]) + steps * t.config.time_step_ms / 1000
         chord = sheet.chord_at(at)
-        tune = next((n.pitch for n in sheet.melody if n.start <= at < n.end), None)
-        return cost(chord.pitch_classes if chord else frozenset(), tune)
+        return cost(chord.pitch_classes if chord else frozenset(), sheet.melody_at(at))
 
     def pick(logits: torch.Tensor, written: list[int], costs: torch.Tensor, notes_only: bool = False) -> int:
         allowed = torch.from_numpy(codec.allowed_next(written)) & (is_note if notes_only else True)
