@@ -398,13 +398,14 @@ def evaluate_arranger(model_dir: str | Path, *, data_dir: str | Path | None = No
             if name == "baseline":
                 notes = baseline_arranger(sheet, reference_notes, s)
             else:
+                clip = style = None  # model-noref
                 if name == "model":
                     references.append(clip_of(reference_notes))
                     styles.append(reference_style(references[-1]))
-                    k = -1
+                    clip, style = references[-1], styles[-1]
                 elif name == "model-shuffled":  # the second pass: every reference is known
                     k = (len(outputs[name]) + 1) % len(references)
-                clip, style = (references[k], styles[k]) if name != "model-noref" else (None, None)
+                    clip, style = references[k], styles[k]
                 notes = arrange_sheet(arranger, codec, sheet, clip, style=style, seed=s, temperature=temperature,
                                       chord_bias=chord_bias, melody_bias=melody_bias)
                 bar.update()
